@@ -1,0 +1,3 @@
+import COpenBLAS
+/// Placeholder until the module lands.
+enum _Placeholder {}

@@ -1,0 +1,3 @@
+import CHDF5
+/// Placeholder until the module lands.
+enum _Placeholder {}

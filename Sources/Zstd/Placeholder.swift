@@ -1,0 +1,3 @@
+import CZstd
+/// Placeholder until the module lands.
+enum _Placeholder {}
