@@ -1,3 +1,0 @@
-import COpenBLAS
-/// Placeholder until the module lands.
-enum _Placeholder {}

@@ -1,3 +1,0 @@
-import CHDF5
-/// Placeholder until the module lands.
-enum _Placeholder {}

@@ -1,3 +1,0 @@
-import CZstd
-/// Placeholder until the module lands.
-enum _Placeholder {}
