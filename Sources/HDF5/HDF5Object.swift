@@ -113,8 +113,10 @@ public class HDF5Object: @unchecked Sendable {
     try withHDF5Lock { () throws(HDF5Error) in
       let attribute = try createAttribute(name, type: elementType.fileTypeID, location)
       defer { H5Aclose(attribute) }
-      var value = value
-      try checkHDF5(H5Awrite(attribute, elementType.memoryTypeID, &value), "H5Awrite", location)
+      let status = withUnsafeBytes(of: value) { bytes in
+        H5Awrite(attribute, elementType.memoryTypeID, bytes.baseAddress)
+      }
+      try checkHDF5(status, "H5Awrite", location)
     }
   }
 
@@ -253,7 +255,7 @@ public class HDF5Object: @unchecked Sendable {
 /// HDF5 lock.
 func variableStringType(_ location: HDF5Location) throws(HDF5Error) -> hid_t {
   let type = try checkHDF5(H5Tcopy(chdf5_c_s1()), "H5Tcopy", location)
-  do {
+  do throws(HDF5Error) {
     try checkHDF5(H5Tset_size(type, chdf5_variable()), "H5Tset_size", location)
     try checkHDF5(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset", location)
   } catch {

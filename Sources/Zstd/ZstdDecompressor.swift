@@ -14,8 +14,8 @@ public final class ZstdDecompressor {
   private let context: OpaquePointer
   /// Scratch output of `ZSTD_DStreamOutSize()` bytes, owned by `self`.
   private let scratch: UnsafeMutableRawBufferPointer
-  /// The last `ZSTD_decompressStream` result: 0 exactly at a frame boundary.
-  private var lastHint = 0
+  /// Whether the input so far ends exactly where a frame ends.
+  private var isAtFrameBoundary = false
   private var sawInput = false
 
   /// Creates a streaming decompressor.
@@ -58,12 +58,21 @@ public final class ZstdDecompressor {
     if input.count > 0 { sawInput = true }
     while true {
       var outBuffer = ZSTD_outBuffer(dst: scratch.baseAddress, size: scratch.count, pos: 0)
-      lastHint = try checkZstd(
+      let consumedBefore = inBuffer.pos
+      let hint = try checkZstd(
         ZSTD_decompressStream(context, &outBuffer, &inBuffer), "ZSTD_decompressStream")
       output.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[..<outBuffer.pos]))
+      // 0 means a frame just ended and is fully flushed. A call that neither
+      // reads nor writes (made after a frame ended exactly on a full scratch
+      // buffer) returns the next frame's header size and changes nothing.
+      if hint == 0 {
+        isAtFrameBoundary = true
+      } else if inBuffer.pos > consumedBefore || outBuffer.pos > 0 {
+        isAtFrameBoundary = false
+      }
       // A full scratch buffer may mean more output is pending even after the
       // last input byte was read.
-      if inBuffer.pos == inBuffer.size && outBuffer.pos < outBuffer.size { return }
+      if inBuffer.pos == inBuffer.size && (hint == 0 || outBuffer.pos < outBuffer.size) { return }
     }
   }
 
@@ -72,7 +81,7 @@ public final class ZstdDecompressor {
   /// - Throws: ``ZstdError`` with ``ZstdError/Code/truncatedInput`` if no
   ///   input was given or the last frame is incomplete.
   public func finish() throws(ZstdError) {
-    guard sawInput, lastHint == 0 else {
+    guard sawInput, isAtFrameBoundary else {
       throw ZstdError(
         code: .truncatedInput, operation: "ZSTD_decompressStream",
         message: sawInput ? "input ended inside a frame" : "no input")

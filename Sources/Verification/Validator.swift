@@ -1,0 +1,534 @@
+import Checkpoint
+import CompressedTensors
+import QuantKernels
+import SafeTensors
+import StrictJSON
+import Synchronization
+
+/// What ``Validator`` checks beyond the headers.
+public struct ValidationOptions: Sendable {
+  /// Scan every tensor's data: NaN/Inf, bad scales, padding nibbles.
+  public var scanData = false
+  /// A `sha256sum`-format file whose digests the shards must match.
+  public var checksumsFile: String? = nil
+  /// Threads to use for per-shard work.
+  public var jobs = Parallel.defaultJobs
+  /// Called with byte counts as data is read (for progress display).
+  public var progress: (@Sendable (Int) -> Void)? = nil
+
+  /// Creates options; the defaults check headers only.
+  public init(scanData: Bool = false, checksumsFile: String? = nil, jobs: Int = Parallel.defaultJobs) {
+    self.scanData = scanData
+    self.checksumsFile = checksumsFile
+    self.jobs = jobs
+  }
+}
+
+/// One shard as the validator saw it.
+public struct ShardSummary: Sendable {
+  /// File name relative to the checkpoint root.
+  public let name: String
+  /// File size in bytes, or `nil` when the file is missing.
+  public let bytes: Int?
+  /// Tensors in the header (0 when the header is invalid).
+  public let tensors: Int
+  /// Whether the header passed every reader rule.
+  public let headerValid: Bool
+  /// The SHA-256, when checksums were computed.
+  public let sha256: String?
+}
+
+/// Everything ``Validator/validate(_:options:)`` found.
+public struct ValidationReport: Sendable {
+  /// The checkpoint's path.
+  public let path: String
+  /// Every shard looked at.
+  public let shards: [ShardSummary]
+  /// Every problem, in a stable order (by file, then tensor, then code).
+  public let problems: [Problem]
+  /// Tensors seen across all valid shard headers.
+  public let tensorCount: Int
+  /// Quantized (compressed-tensors) modules checked.
+  public let quantizedModules: Int
+  /// Bytes of tensor data scanned (with `scanData`).
+  public let scannedBytes: Int
+  /// Bytes hashed (with a checksums file).
+  public let hashedBytes: Int
+  /// Whether the config was recognized as DeepSeek-V3 family and its inventory checked.
+  public let inventoryChecked: Bool
+
+  /// Problems of severity error.
+  public var errors: [Problem] { problems.filter { $0.severity == .error } }
+  /// Problems of severity warning.
+  public var warnings: [Problem] { problems.filter { $0.severity == .warning } }
+  /// Whether no errors were found.
+  public var isValid: Bool { errors.isEmpty }
+}
+
+/// Validates checkpoints: structure, index, quantization tensors, inventory,
+/// and optionally data and checksums. Reports every problem, not only the first.
+public enum Validator {
+  /// The compressed-tensors tensor suffixes of a quantized Linear.
+  public static let quantSuffixes = ["weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_g_idx"]
+
+  /// Validates the checkpoint.
+  public static func validate(_ checkpoint: Checkpoint, options: ValidationOptions = ValidationOptions()) -> ValidationReport {
+    var run = ValidationRun(checkpoint: checkpoint, options: options)
+    return run.execute()
+  }
+}
+
+/// A tensor with the shard that holds it.
+struct Located: Sendable {
+  let shard: String
+  let info: TensorInfo
+}
+
+struct ValidationRun {
+  let checkpoint: Checkpoint
+  let options: ValidationOptions
+  var problems: [Problem] = []
+  var headers: [String: SafeTensorsHeader] = [:]
+  var sizes: [String: Int] = [:]
+  var tensors: [String: [Located]] = [:]
+  var mappings: [String: MappedFile] = [:]
+  var quantizedModules = 0
+  var scannedBytes = 0
+  var hashedBytes = 0
+  var digests: [String: String] = [:]
+  var inventoryChecked = false
+
+  init(checkpoint: Checkpoint, options: ValidationOptions) {
+    self.checkpoint = checkpoint
+    self.options = options
+  }
+
+  mutating func report(_ code: String, _ file: String?, _ tensor: String?, _ message: String, _ severity: Problem.Severity = .error) {
+    problems.append(Problem(code, file: file, tensor: tensor, message, severity: severity))
+  }
+
+  mutating func execute() -> ValidationReport {
+    problems.append(contentsOf: checkpoint.loadProblems)
+    readHeaders()
+    checkIndex()
+    let quantization = loadQuantization()
+    checkModules(quantization)
+    checkInventory(quantization)
+    if options.scanData { scanData() }
+    if let file = options.checksumsFile { checkChecksums(file) }
+
+    let order: (Problem, Problem) -> Bool = {
+      ($0.severity == .error ? 0 : 1, $0.file ?? "", $0.tensor ?? "", $0.code, $0.message)
+        < ($1.severity == .error ? 0 : 1, $1.file ?? "", $1.tensor ?? "", $1.code, $1.message)
+    }
+    let all = checkpoint.shards + checkpoint.unindexedShards
+    let summaries = all.map { name in
+      ShardSummary(
+        name: name, bytes: sizes[name], tensors: headers[name]?.tensors.count ?? 0,
+        headerValid: headers[name] != nil, sha256: digests[name])
+    }
+    return ValidationReport(
+      path: checkpoint.path, shards: summaries, problems: Array(Set(problems)).sorted(by: order),
+      tensorCount: tensors.values.reduce(0) { $0 + $1.count }, quantizedModules: quantizedModules,
+      scannedBytes: scannedBytes, hashedBytes: hashedBytes, inventoryChecked: inventoryChecked)
+  }
+
+  // MARK: Headers
+
+  mutating func readHeaders() {
+    let names = checkpoint.shards + checkpoint.unindexedShards
+    let root = checkpoint
+    let results = Parallel.map(names.count, jobs: options.jobs) { i -> (Int?, SafeTensorsHeader?, [Problem]) in
+      let name = names[i]
+      let path = root.pathOf(name)
+      guard let size = FileSystem.fileSize(path) else {
+        let listed = root.index != nil
+        return (nil, nil, [Problem(listed ? "missing-shard" : "io-error", file: name, listed ? "the index names this shard but the file is missing" : "cannot read the file")])
+      }
+      do throws(SafeTensorsError) {
+        let (header, errors) = try SafeTensorsHeader.inspect(path)
+        return (size, header, errors.map { Problem($0, file: name) })
+      } catch {
+        return (size, nil, [Problem(error, file: name)])
+      }
+    }
+    for (name, (size, header, found)) in zip(names, results) {
+      sizes[name] = size
+      problems.append(contentsOf: found)
+      guard let header else { continue }
+      headers[name] = header
+      for t in header.tensors { tensors[t.name, default: []].append(Located(shard: name, info: t)) }
+    }
+    for name in checkpoint.unindexedShards {
+      report("unindexed-shard", name, nil, "a .safetensors file in the folder that \(ShardIndex.fileName) does not name", .warning)
+    }
+    for (name, places) in tensors where places.count > 1 {
+      for extra in places.dropFirst() {
+        report("tensor-in-two-shards", extra.shard, name, "tensor \"\(name)\" is also in \(places[0].shard)")
+      }
+    }
+  }
+
+  // MARK: Index
+
+  mutating func checkIndex() {
+    guard let index = checkpoint.index else { return }
+    var indexed = Set<String>()
+    for (tensor, shard) in index.weightMap {
+      indexed.insert(tensor)
+      guard headers[shard] != nil else { continue }  // missing or broken shard, already reported
+      let places = tensors[tensor] ?? []
+      if places.contains(where: { $0.shard == shard }) { continue }
+      if let actual = places.first {
+        report("index-wrong-shard", ShardIndex.fileName, tensor, "the index puts tensor \"\(tensor)\" in \(shard), but it is in \(actual.shard)")
+      } else {
+        report("index-tensor-missing", shard, tensor, "the index puts tensor \"\(tensor)\" in this shard, but no shard has it")
+      }
+    }
+    for (name, places) in tensors where !indexed.contains(name) {
+      for p in places where checkpoint.index != nil && !checkpoint.unindexedShards.contains(p.shard) {
+        report("tensor-not-in-index", p.shard, name, "tensor \"\(name)\" is not in \(ShardIndex.fileName)")
+      }
+    }
+    if let total = index.totalSize, headers.count == checkpoint.shards.count {
+      let dataBytes = checkpoint.shards.compactMap { headers[$0]?.dataLength }.reduce(0, +)
+      let fileBytes = checkpoint.shards.compactMap { sizes[$0] }.reduce(0, +)
+      if total != dataBytes && total != fileBytes {
+        report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(dataBytes) bytes of tensor data (\(fileBytes) bytes of files)")
+      }
+    }
+  }
+
+  // MARK: Quantized modules
+
+  mutating func loadQuantization() -> QuantizationSource? {
+    do { return try checkpoint.quantization() } catch {
+      problems.append(contentsOf: error.problems)
+      return nil
+    }
+  }
+
+  /// Splits `X.suffix` into module `X` and `suffix` for weight-like suffixes.
+  static func splitModule(_ name: String) -> (module: String, suffix: String)? {
+    guard let dot = name.lastIndex(of: ".") else { return nil }
+    let suffix = String(name[name.index(after: dot)...])
+    guard suffix.hasPrefix("weight") else { return nil }
+    return (String(name[..<dot]), suffix)
+  }
+
+  mutating func checkModules(_ quantization: QuantizationSource?) {
+    var modules: [String: [String: Located]] = [:]
+    for (name, places) in tensors {
+      guard let (module, suffix) = Self.splitModule(name), let first = places.first else { continue }
+      modules[module, default: [:]][suffix] = first
+    }
+    var ctConfig: QuantizationConfig? = nil
+    var fp8Block: [Int]? = nil
+    switch quantization {
+    case .compressedTensors(_, let c): ctConfig = c
+    case .other(_, let json):
+      if json["quant_method"]?.stringValue == "fp8" {
+        fp8Block = json["weight_block_size"]?.arrayValue?.compactMap(\.intValue) ?? [128, 128]
+      }
+    case nil: break
+    }
+    var reportedMissingConfig = false
+    for module in modules.keys.sorted() {
+      let parts = modules[module]!
+      let isCT = Validator.quantSuffixes.contains { parts[$0] != nil }
+      if isCT {
+        quantizedModules += 1
+        let args: QuantizationArgs?
+        if let ctConfig {
+          let scheme = ctConfig.scheme(forModule: module, isLinear: DeepSeekV3Modules.isLinear(module))
+          if scheme == nil {
+            report("unexpected-quantized-module", parts.values.first!.shard, module + ".weight_packed", "module \"\(module)\" is stored quantized, but quantization_config does not target it (or ignores it)")
+          }
+          args = scheme?.weights ?? ctConfig.configGroups.first?.weights
+        } else {
+          if !reportedMissingConfig {
+            report("missing-quantization-config", Checkpoint.configFileName, module + ".weight_packed", "compressed-tensors tensors are present but config.json has no compressed-tensors quantization_config; assuming 4-bit, group 32, symmetric")
+            reportedMissingConfig = true
+          }
+          args = nil
+        }
+        checkCompressedModule(module, parts, args)
+      } else if let w = parts["weight"], w.info.dtype == .f8E4M3 || parts["weight_scale_inv"] != nil {
+        checkFP8Module(module, parts, block: fp8Block ?? [128, 128])
+      } else if parts["weight_scale_inv"] != nil && parts["weight"] == nil {
+        report("missing-tensor", parts["weight_scale_inv"]!.shard, module + ".weight", "\"\(module).weight_scale_inv\" has no \"\(module).weight\" beside it")
+      }
+    }
+  }
+
+  mutating func weightShapeValues(_ t: Located) -> [Int]? {
+    guard t.info.shape == [2], t.info.dtype == .i32 || t.info.dtype == .i64 else { return nil }
+    guard let map = mapping(t.shard) else { return nil }
+    let header = headers[t.shard]!
+    let range = (header.dataStart + t.info.begin)..<(header.dataStart + t.info.end)
+    return map.withBytes(range) { raw in
+      if t.info.dtype == .i32 {
+        return (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+      }
+      return (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+    }
+  }
+
+  mutating func mapping(_ shard: String) -> MappedFile? {
+    if let m = mappings[shard] { return m }
+    guard let m = try? MappedFile(path: checkpoint.pathOf(shard)) else { return nil }
+    mappings[shard] = m
+    return m
+  }
+
+  mutating func checkCompressedModule(_ module: String, _ parts: [String: Located], _ args: QuantizationArgs?) {
+    let numBits = args?.numBits ?? 4
+    let packFactor = 32 / max(1, numBits)
+    let strategy = args?.strategy ?? .group
+    let group = args?.groupSize ?? 32
+    let symmetric = args?.symmetric ?? true
+    let anyShard = parts.values.first!.shard
+    func name(_ s: String) -> String { "\(module).\(s)" }
+    func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / max(b, 1) }
+
+    if let w = parts["weight"] {
+      report("stray-weight", w.shard, name("weight"), "plain \"\(name("weight"))\" sits beside the quantized tensors of the same module")
+    }
+    let packed = parts["weight_packed"]
+    let scale = parts["weight_scale"]
+    let shapeT = parts["weight_shape"]
+    if packed == nil { report("missing-weight-packed", anyShard, name("weight_packed"), "quantized module \"\(module)\" has no weight_packed") }
+    if scale == nil { report("missing-weight-scale", anyShard, name("weight_scale"), "quantized module \"\(module)\" has no weight_scale") }
+    if shapeT == nil { report("missing-weight-shape", anyShard, name("weight_shape"), "quantized module \"\(module)\" has no weight_shape") }
+
+    var packedOK = true
+    if let p = packed {
+      if p.info.dtype != .i32 {
+        report("bad-packed-dtype", p.shard, name("weight_packed"), "weight_packed is \(p.info.dtype), expected I32")
+        packedOK = false
+      } else if p.info.shape.count != 2 {
+        report("bad-packed-shape", p.shard, name("weight_packed"), "weight_packed has shape \(p.info.shape), expected rank 2 [out, ceil(in/\(packFactor))]")
+        packedOK = false
+      }
+    }
+    var scaleOK = true
+    if let s = scale {
+      if ![.bf16, .f16, .f32].contains(s.info.dtype) {
+        report("bad-scale-dtype", s.shard, name("weight_scale"), "weight_scale is \(s.info.dtype), expected BF16, F16 or F32")
+        scaleOK = false
+      } else if s.info.shape.count != 2 && strategy != .tensor {
+        report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has shape \(s.info.shape), expected rank 2")
+        scaleOK = false
+      }
+    }
+    var dims: [Int]? = nil
+    if let st = shapeT {
+      if let v = weightShapeValues(st), v.allSatisfy({ $0 > 0 && $0 <= 1 << 40 }) {
+        dims = v
+      } else {
+        report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape must be I32 or I64 of shape [2] holding [out, in] > 0; found \(st.info.dtype) \(st.info.shape)")
+      }
+    }
+    func expectedScale(_ out: Int, _ inF: Int) -> [Int] {
+      switch strategy {
+      case .channel: [out, 1]
+      case .tensor: [1]
+      default: [out, ceilDiv(inF, group)]
+      }
+    }
+    if let d = dims, let st = shapeT {
+      let (out, inF) = (d[0], d[1])
+      let packedMatches = packed.map { !packedOK || $0.info.shape == [out, ceilDiv(inF, packFactor)] } ?? true
+      let scaleMatches = scale.map { s in
+        !scaleOK || s.info.shape == expectedScale(out, inF) || (strategy == .tensor && s.info.shape.reduce(1, *) == 1)
+      } ?? true
+      if !packedMatches && !scaleMatches {
+        report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape says [\(out), \(inF)], which matches neither weight_packed \(packed!.info.shape) nor weight_scale \(scale!.info.shape)")
+      } else if !packedMatches {
+        report("bad-packed-shape", packed!.shard, name("weight_packed"), "weight_packed has shape \(packed!.info.shape), expected [\(out), \(ceilDiv(inF, packFactor))] for weight_shape [\(out), \(inF)]")
+      } else if !scaleMatches {
+        report("bad-scale-shape", scale!.shard, name("weight_scale"), "weight_scale has shape \(scale!.info.shape), expected \(expectedScale(out, inF)) for weight_shape [\(out), \(inF)] and \(strategy.rawValue) strategy (group \(group))")
+      }
+      if strategy == .group && inF % group != 0 {
+        report("bad-weight-shape", st.shard, name("weight_shape"), "input size \(inF) is not a multiple of the group size \(group)", .warning)
+      }
+      // Zero points and activation-order indices.
+      let zp = parts["weight_zero_point"]
+      if !symmetric {
+        if let zp {
+          let want = [ceilDiv(out, packFactor), expectedScale(out, inF).last ?? 1]
+          if zp.info.dtype != .i32 || zp.info.shape != want {
+            report("bad-zero-point", zp.shard, name("weight_zero_point"), "weight_zero_point is \(zp.info.dtype) \(zp.info.shape), expected I32 \(want)")
+          }
+        } else {
+          report("missing-zero-point", anyShard, name("weight_zero_point"), "the scheme is asymmetric but \"\(module)\" has no weight_zero_point")
+        }
+      } else if let zp {
+        report("unexpected-zero-point", zp.shard, name("weight_zero_point"), "the scheme is symmetric but \"\(module)\" has a weight_zero_point")
+      }
+      let gidx = parts["weight_g_idx"]
+      if args?.actorder != nil {
+        if let g = gidx {
+          if g.info.dtype != .i32 || g.info.shape != [inF] {
+            report("bad-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is \(g.info.dtype) \(g.info.shape), expected I32 [\(inF)]")
+          }
+        } else {
+          report("missing-g-idx", anyShard, name("weight_g_idx"), "the scheme uses activation ordering but \"\(module)\" has no weight_g_idx")
+        }
+      } else if let g = gidx {
+        report("unexpected-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is present but the scheme has no activation ordering")
+      }
+    } else if dims == nil, shapeT == nil, let p = packed, let s = scale, packedOK, scaleOK, p.info.shape.first != s.info.shape.first {
+      report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has \(s.info.shape.first ?? 0) rows but weight_packed has \(p.info.shape.first ?? 0)")
+    }
+  }
+
+  mutating func checkFP8Module(_ module: String, _ parts: [String: Located], block: [Int]) {
+    let w = parts["weight"]
+    let s = parts["weight_scale_inv"]
+    guard let w else { return }
+    guard w.info.dtype == .f8E4M3 else {
+      report("bad-fp8-dtype", w.shard, module + ".weight", "\"\(module).weight\" is \(w.info.dtype) but has a weight_scale_inv; expected F8_E4M3")
+      return
+    }
+    guard let s else {
+      report("missing-weight-scale-inv", w.shard, module + ".weight_scale_inv", "FP8 weight \"\(module).weight\" has no weight_scale_inv")
+      return
+    }
+    let bn = block.first ?? 128
+    let bk = block.count > 1 ? block[1] : bn
+    guard w.info.shape.count == 2 else {
+      report("bad-shape", w.shard, module + ".weight", "FP8 block weight has shape \(w.info.shape), expected rank 2")
+      return
+    }
+    let want = [(w.info.shape[0] + bn - 1) / bn, (w.info.shape[1] + bk - 1) / bk]
+    if s.info.dtype != .f32 || s.info.shape != want {
+      report("bad-scale-shape", s.shard, module + ".weight_scale_inv", "weight_scale_inv is \(s.info.dtype) \(s.info.shape), expected F32 \(want) for \(w.info.shape) in \(bn)×\(bk) blocks")
+    }
+  }
+
+  // MARK: Inventory
+
+  mutating func checkInventory(_ quantization: QuantizationSource?) {
+    guard let config = checkpoint.textConfig else { return }
+    let prefix = tensors.keys.contains(where: { $0.hasPrefix("language_model.") }) ? "language_model." : ""
+    let inventory: DeepSeekInventory
+    do {
+      guard let inv = try DeepSeekInventory(config: config, prefix: prefix) else { return }
+      inventory = inv
+    } catch {
+      problems.append(contentsOf: error.problems)
+      return
+    }
+    inventoryChecked = true
+    var ct: QuantizationConfig? = nil
+    if case .compressedTensors(_, let c) = quantization { ct = c }
+    for linear in inventory.linears {
+      let n = linear.name
+      let quantizedExpected = ct?.scheme(forModule: n, isLinear: true) != nil
+      if let w = tensors[n + ".weight"]?.first {
+        if quantizedExpected {
+          report("not-quantized", w.shard, n + ".weight", "quantization_config targets \"\(n)\" but it is stored as a plain \(w.info.dtype) weight")
+        }
+        if w.info.shape != [linear.outFeatures, linear.inFeatures] {
+          report("bad-shape", w.shard, n + ".weight", "shape \(w.info.shape), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+        }
+      } else if let st = tensors[n + ".weight_shape"]?.first {
+        if let v = weightShapeValues(st), v != [linear.outFeatures, linear.inFeatures] {
+          report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+        }
+      } else if tensors[n + ".weight_packed"] == nil && tensors[n + ".weight_scale"] == nil {
+        let expectedName = n + (quantizedExpected ? ".weight_packed" : ".weight")
+        let shard = checkpoint.index?.shard(for: expectedName)
+        report("missing-tensor", shard, expectedName, "config.json implies \"\(expectedName)\" but no shard has it")
+      }
+    }
+    for (name, shape) in inventory.tensors {
+      guard let t = tensors[name]?.first else {
+        report("missing-tensor", checkpoint.index?.shard(for: name), name, "config.json implies \"\(name)\" but no shard has it")
+        continue
+      }
+      if let shape, t.info.shape != shape {
+        report("bad-shape", t.shard, name, "shape \(t.info.shape), but config.json implies \(shape)")
+      }
+    }
+    let layerLimit = inventory.layerCount + inventory.extraLayerCount
+    for (name, places) in tensors where name.hasPrefix(prefix + "model.layers.") {
+      let shard = places[0].shard
+      guard let layer = DeepSeekInventory.layerIndex(of: name) else {
+        report("unexpected-tensor", shard, name, "cannot read a layer number in \"\(name)\"")
+        continue
+      }
+      if layer >= layerLimit {
+        report("unexpected-tensor", shard, name, "layer \(layer) is beyond num_hidden_layers = \(inventory.layerCount)" + (inventory.extraLayerCount > 0 ? " + \(inventory.extraLayerCount) MTP layers" : ""))
+      } else if let e = DeepSeekInventory.expertIndex(of: name), e >= inventory.routedExperts {
+        report("unexpected-tensor", shard, name, "expert \(e) is beyond n_routed_experts = \(inventory.routedExperts)")
+      }
+    }
+  }
+
+  // MARK: Data
+
+  mutating func scanData() {
+    let shards = checkpoint.shards.filter { headers[$0] != nil } + checkpoint.unindexedShards.filter { headers[$0] != nil }
+    let root = checkpoint
+    let heads = headers
+    let progress = options.progress
+    let results = Parallel.map(shards.count, jobs: options.jobs) { i -> ([Problem], Int) in
+      DataScanner.scan(shard: shards[i], path: root.pathOf(shards[i]), header: heads[shards[i]]!, progress: progress)
+    }
+    for (found, bytes) in results {
+      problems.append(contentsOf: found)
+      scannedBytes += bytes
+    }
+  }
+
+  // MARK: Checksums
+
+  mutating func checkChecksums(_ file: String) {
+    let entries: [Hashing.ChecksumEntry]
+    do {
+      entries = try Hashing.parseChecksums(try FileSystem.readAll(file), file: file)
+    } catch let e as CheckpointError {
+      problems.append(contentsOf: e.problems)
+      return
+    } catch let e as SafeTensorsError {
+      report("invalid-checksums", file, nil, e.message)
+      return
+    } catch {
+      report("invalid-checksums", file, nil, "\(error)")
+      return
+    }
+    var expected: [String: String] = [:]
+    for e in entries { expected[FileSystem.split(e.name).name] = e.digest }
+    let targets = (checkpoint.shards + checkpoint.unindexedShards).filter { sizes[$0] != nil }
+    for t in targets where expected[t] == nil {
+      report("checksum-missing", t, nil, "\(FileSystem.split(file).name) has no digest for this shard")
+    }
+    for name in expected.keys.sorted() where !targets.contains(name) {
+      if FileSystem.fileSize(checkpoint.pathOf(name)) == nil {
+        report("checksum-file-missing", name, nil, "\(FileSystem.split(file).name) lists this file but it is missing")
+      }
+    }
+    let toHash = expected.keys.sorted().filter { FileSystem.fileSize(checkpoint.pathOf($0)) != nil }
+    let root = checkpoint
+    let progress = options.progress
+    let results = Parallel.map(toHash.count, jobs: options.jobs) { i -> Result<String, SafeTensorsError> in
+      do throws(SafeTensorsError) { return .success(try Hashing.sha256(file: root.pathOf(toHash[i]), progress: progress)) } catch {
+        return .failure(error)
+      }
+    }
+    for (name, r) in zip(toHash, results) {
+      switch r {
+      case .success(let digest):
+        digests[name] = digest
+        hashedBytes += FileSystem.fileSize(checkpoint.pathOf(name)) ?? 0
+        if digest != expected[name] {
+          report("checksum-mismatch", name, nil, "SHA-256 is \(digest), expected \(expected[name]!)")
+        }
+      case .failure(let e):
+        report("io-error", name, nil, e.message)
+      }
+    }
+  }
+}
