@@ -62,10 +62,12 @@ public enum BLAS {
     precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) is less than max(1, \(n))")
     precondition(
       a.count >= requiredCount(rows: rowsA, columns: columnsA, stride: lda),
-      "sgemm: a holds \(a.count) elements, fewer than a \(rowsA)×\(columnsA) matrix with stride \(lda)")
+      "sgemm: a holds \(a.count) elements, fewer than a \(rowsA)×\(columnsA) matrix with stride \(lda)"
+    )
     precondition(
       b.count >= requiredCount(rows: rowsB, columns: columnsB, stride: ldb),
-      "sgemm: b holds \(b.count) elements, fewer than a \(rowsB)×\(columnsB) matrix with stride \(ldb)")
+      "sgemm: b holds \(b.count) elements, fewer than a \(rowsB)×\(columnsB) matrix with stride \(ldb)"
+    )
     precondition(
       c.count >= requiredCount(rows: m, columns: n, stride: ldc),
       "sgemm: c holds \(c.count) elements, fewer than a \(m)×\(n) matrix with stride \(ldc)")

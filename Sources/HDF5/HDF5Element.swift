@@ -104,8 +104,8 @@ extension Int64: HDF5Element {
 }
 
 #if _pointerBitWidth(_64)
-extension Int: HDF5Element {
-  /// `Int` is stored as ``HDF5ElementType/int64`` (64-bit platforms only).
-  public static var hdf5Type: HDF5ElementType { .int64 }
-}
+  extension Int: HDF5Element {
+    /// `Int` is stored as ``HDF5ElementType/int64`` (64-bit platforms only).
+    public static var hdf5Type: HDF5ElementType { .int64 }
+  }
 #endif

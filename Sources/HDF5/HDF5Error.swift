@@ -5,9 +5,8 @@ import CHDF5
 /// Every libhdf5 return value goes through one checker: a negative `hid_t`,
 /// `herr_t`, `htri_t` or `ssize_t` becomes an ``HDF5Error`` that records the C
 /// function, the file, the object path inside it, and the descriptions libhdf5
-/// pushed onto its error stack. (Automatic printing of that stack to stderr is
-/// turned off once for the process, the first time this module calls
-/// libhdf5.)
+/// pushed onto its error stack. (libhdf5's automatic printing of that stack
+/// to stderr is turned off before every call this module makes.)
 public struct HDF5Error: Error, Hashable, Sendable, CustomStringConvertible {
   /// The C function that failed (such as `H5Dopen2`), or the check made by
   /// this module (such as `read`).

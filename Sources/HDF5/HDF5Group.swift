@@ -100,7 +100,8 @@ public class HDF5Group: HDF5Object, @unchecked Sendable {
           H5Lget_name_by_idx(
             id, ".", H5_INDEX_NAME, H5_ITER_INC, index, &bytes, bytes.count, chdf5_p_default()),
           "H5Lget_name_by_idx", location)
-        let name = String(decoding: bytes.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let name = String(
+          decoding: bytes.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         members.append(Member(name: name, kind: memberKind(name)))
       }
       return members
@@ -255,8 +256,7 @@ public class HDF5Group: HDF5Object, @unchecked Sendable {
 
 /// A link creation property list that creates missing intermediate groups;
 /// the caller closes it. Call under the HDF5 lock.
-private func intermediateGroupLinkProperties(_ location: HDF5Location) throws(HDF5Error) -> hid_t
-{
+private func intermediateGroupLinkProperties(_ location: HDF5Location) throws(HDF5Error) -> hid_t {
   let properties = try checkHDF5(H5Pcreate(chdf5_p_link_create()), "H5Pcreate", location)
   let status = H5Pset_create_intermediate_group(properties, 1)
   if status < 0 {

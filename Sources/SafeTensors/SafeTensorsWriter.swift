@@ -178,6 +178,9 @@ public final class SafeTensorsWriter {
   ///   tensor) or an I/O failure.
   public func write(_ bytes: UnsafeRawBufferPointer, for name: String? = nil) throws(SafeTensorsError) {
     guard file != nil else { throw misuse("write after finish") }
+    if bytes.isEmpty, let name, let k = tensors.firstIndex(where: { $0.name == name }), sizes[k] == 0 {
+      return  // an empty tensor: nothing to write
+    }
     if let name, nextTensor?.name != name {
       throw misuse("wrote tensor \(quoted(name)) but the plan expects \(nextTensor.map { quoted($0.name) } ?? "no more tensors")")
     }

@@ -163,8 +163,10 @@ struct ValidationRun {
       report("unindexed-shard", name, nil, "a .safetensors file in the folder that \(ShardIndex.fileName) does not name", .warning)
     }
     for (name, places) in tensors where places.count > 1 {
-      for extra in places.dropFirst() {
-        report("tensor-in-two-shards", extra.shard, name, "tensor \"\(name)\" is also in \(places[0].shard)")
+      // Blame the copies the index does not point at (or all but the first).
+      let home = checkpoint.index?.shard(for: name).flatMap { s in places.first { $0.shard == s } } ?? places[0]
+      for extra in places where extra.shard != home.shard {
+        report("tensor-in-two-shards", extra.shard, name, "tensor \"\(name)\" is also in \(home.shard)")
       }
     }
   }
@@ -180,7 +182,7 @@ struct ValidationRun {
       let places = tensors[tensor] ?? []
       if places.contains(where: { $0.shard == shard }) { continue }
       if let actual = places.first {
-        report("index-wrong-shard", ShardIndex.fileName, tensor, "the index puts tensor \"\(tensor)\" in \(shard), but it is in \(actual.shard)")
+        report("index-wrong-shard", shard, tensor, "\(ShardIndex.fileName) puts tensor \"\(tensor)\" in this shard, but it is in \(actual.shard)")
       } else {
         report("index-tensor-missing", shard, tensor, "the index puts tensor \"\(tensor)\" in this shard, but no shard has it")
       }
@@ -191,10 +193,13 @@ struct ValidationRun {
       }
     }
     if let total = index.totalSize, headers.count == checkpoint.shards.count {
-      let dataBytes = checkpoint.shards.compactMap { headers[$0]?.dataLength }.reduce(0, +)
+      // Hugging Face counts each tensor's data once; some writers count the
+      // files instead. Accept either, and the sum over the tensors the index lists.
+      let distinct = tensors.values.reduce(0) { $0 + ($1.first?.info.byteCount ?? 0) }
+      let listed = index.weightMap.reduce(0) { $0 + (tensors[$1.tensor]?.first?.info.byteCount ?? 0) }
       let fileBytes = checkpoint.shards.compactMap { sizes[$0] }.reduce(0, +)
-      if total != dataBytes && total != fileBytes {
-        report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(dataBytes) bytes of tensor data (\(fileBytes) bytes of files)")
+      if ![distinct, listed, fileBytes].contains(total) {
+        report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(distinct) bytes of tensor data (\(fileBytes) bytes of files)")
       }
     }
   }
@@ -246,8 +251,11 @@ struct ValidationRun {
           }
           args = scheme?.weights ?? ctConfig.configGroups.first?.weights
         } else {
-          if !reportedMissingConfig {
-            report("missing-quantization-config", Checkpoint.configFileName, module + ".weight_packed", "compressed-tensors tensors are present but config.json has no compressed-tensors quantization_config; assuming 4-bit, group 32, symmetric")
+          if !reportedMissingConfig && !checkpoint.loadProblems.contains(where: { $0.code == "invalid-config" }) {
+            report(
+              "missing-quantization-config", Checkpoint.configFileName, module + ".weight_packed",
+              "compressed-tensors tensors are present but there is no compressed-tensors quantization_config; assuming 4-bit, group 32, symmetric",
+              checkpoint.isSingleFile ? .warning : .error)
             reportedMissingConfig = true
           }
           args = nil
@@ -426,7 +434,8 @@ struct ValidationRun {
     for linear in inventory.linears {
       let n = linear.name
       let quantizedExpected = ct?.scheme(forModule: n, isLinear: true) != nil
-      if let w = tensors[n + ".weight"]?.first {
+      let packedPresent = tensors[n + ".weight_packed"] != nil
+      if let w = tensors[n + ".weight"]?.first, !packedPresent {
         if quantizedExpected {
           report("not-quantized", w.shard, n + ".weight", "quantization_config targets \"\(n)\" but it is stored as a plain \(w.info.dtype) weight")
         }
@@ -440,11 +449,13 @@ struct ValidationRun {
       } else if tensors[n + ".weight_packed"] == nil && tensors[n + ".weight_scale"] == nil {
         let expectedName = n + (quantizedExpected ? ".weight_packed" : ".weight")
         let shard = checkpoint.index?.shard(for: expectedName)
+        if let shard, headers[shard] == nil { continue }  // its shard is missing or broken: reported already
         report("missing-tensor", shard, expectedName, "config.json implies \"\(expectedName)\" but no shard has it")
       }
     }
     for (name, shape) in inventory.tensors {
       guard let t = tensors[name]?.first else {
+        if let shard = checkpoint.index?.shard(for: name), headers[shard] == nil { continue }
         report("missing-tensor", checkpoint.index?.shard(for: name), name, "config.json implies \"\(name)\" but no shard has it")
         continue
       }

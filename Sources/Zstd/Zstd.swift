@@ -72,6 +72,8 @@ public enum Zstd {
   /// `expectedSize` before any memory is allocated. Otherwise at most
   /// `expectedSize` bytes are decoded: more output is an error, and so is
   /// less. Malformed, truncated or corrupt input always throws; it never traps.
+  /// In the second case `expectedSize` bytes are allocated before decoding, so
+  /// it should come from a trusted source (or be bounded by the caller).
   ///
   /// The corresponding C function is `ZSTD_decompress`.
   ///

@@ -16,7 +16,8 @@ import CZstd
 /// ```
 ///
 /// A compressor owns a `ZSTD_CCtx`, freed on deinit. It is not `Sendable`:
-/// use one instance from one task at a time.
+/// use one instance from one task at a time. After it throws, the frame in
+/// progress is lost; discard the compressor.
 public final class ZstdCompressor {
   private let context: CompressionContext
   /// Scratch output of `ZSTD_CStreamOutSize()` bytes, owned by `self`.

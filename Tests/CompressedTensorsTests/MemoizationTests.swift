@@ -13,7 +13,7 @@ struct MemoizationTests {
     let plain = try QuantizationConfig(json: json, memoizeMatching: false)
     let patterns = memoized.ignorePatterns.filter(\.isRegex)
     let plainPatterns = try patterns.map { try NamePattern($0.text, memoize: false) }
-    #expect(patterns.allSatisfy(\.isMemoizable))
+    #expect(patterns.allSatisfy { $0.isMemoizable })
     var quantized = 0
     var disagreements: [String] = []
     for name in names {

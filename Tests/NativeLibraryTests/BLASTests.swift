@@ -79,7 +79,9 @@ struct BLASTests {
       if error > worst.error { worst = (index, error) }
     }
     // 41 products of values in [-1, 1]: float32 rounding stays far below this.
-    #expect(worst.error <= 1e-4, "worst element \(worst.index): \(c[worst.index]) vs \(expected[worst.index])")
+    #expect(
+      worst.error <= 1e-4,
+      "worst element \(worst.index): \(c[worst.index]) vs \(expected[worst.index])")
     // The padding columns of C are never written.
     for row in 0..<m {
       for column in n..<ldc {
