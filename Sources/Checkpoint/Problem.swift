@@ -40,8 +40,12 @@ public struct Problem: Sendable, Hashable, CustomStringConvertible {
     self.init(error.code, file: file, tensor: error.tensor, error.message)
   }
 
+  /// `severity: file: tensor "name": message [code]`; the tensor is named
+  /// unless the message already quotes it.
   public var description: String {
-    "\(severity.rawValue): \(file ?? "<checkpoint>"): \(message) [\(code)]"
+    var what = message
+    if let tensor, !message.contains("\"\(tensor)\"") { what = "tensor \"\(tensor)\": " + message }
+    return "\(severity.rawValue): \(file ?? "<checkpoint>"): \(what) [\(code)]"
   }
 }
 
