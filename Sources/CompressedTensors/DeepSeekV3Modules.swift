@@ -45,8 +45,13 @@ public enum DeepSeekV3Modules {
   /// in `_proj` or is `kv_a_proj_with_mqa` or `lm_head`. The router
   /// (`mlp.gate`), embeddings and norms are not.
   public static func isLinear(_ moduleName: String) -> Bool {
-    let last = moduleName.split(separator: ".", omittingEmptySubsequences: false).last ?? ""
-    return last.hasSuffix("_proj") || last == "kv_a_proj_with_mqa" || last == "lm_head"
+    // Byte-level scan: this runs once per module, ~70,000 times for Kimi K2.
+    let utf8 = moduleName.utf8
+    let start =
+      utf8.lastIndex(of: UInt8(ascii: ".")).map { utf8.index(after: $0) } ?? utf8.startIndex
+    let last = utf8[start...]
+    return last.count >= 5 && last.suffix(5).elementsEqual("_proj".utf8)
+      || last.elementsEqual("kv_a_proj_with_mqa".utf8) || last.elementsEqual("lm_head".utf8)
   }
 
   /// The module's role.

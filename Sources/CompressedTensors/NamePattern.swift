@@ -107,12 +107,6 @@ public struct NamePattern: Sendable, Hashable, CustomStringConvertible {
     return result
   }
 
-  /// Matches without the cache (used to cross-check it).
-  func matchesUncached(_ name: String) -> Bool {
-    guard let regex else { return name == text }
-    return regex.prefixMatches(name)
-  }
-
   public var description: String { text }
 
   public static func == (lhs: NamePattern, rhs: NamePattern) -> Bool { lhs.text == rhs.text }

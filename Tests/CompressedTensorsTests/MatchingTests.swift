@@ -111,7 +111,8 @@ struct MatchingTests {
     #expect(p.matches("model.layers.3.mlp.gate"))
   }
 
-  @Test("Priority: exact target, then sorted re: targets, then Linear; last group wins a shared target")
+  @Test(
+    "Priority: exact target, then sorted re: targets, then Linear; last group wins a shared target")
   func priority() throws {
     let json = try parseJSON(
       """
@@ -123,9 +124,11 @@ struct MatchingTests {
       }, "ignore": ["re:.*down_proj"]}
       """)
     let config = try QuantizationConfig(json: json)
-    #expect(config.scheme(forModule: "model.layers.1.mlp.experts.0.up_proj", isLinear: true)?.name == "c")
+    #expect(
+      config.scheme(forModule: "model.layers.1.mlp.experts.0.up_proj", isLinear: true)?.name == "c")
     // "re:.*experts.*" sorts before "re:.*up_proj".
-    #expect(config.scheme(forModule: "model.layers.1.mlp.experts.1.up_proj", isLinear: true)?.name == "b")
+    #expect(
+      config.scheme(forModule: "model.layers.1.mlp.experts.1.up_proj", isLinear: true)?.name == "b")
     #expect(config.scheme(forModule: "model.layers.0.mlp.up_proj", isLinear: true)?.name == "d")
     #expect(config.scheme(forModule: "model.layers.0.mlp.gate_proj", isLinear: true)?.name == "a")
     #expect(config.scheme(forModule: "model.layers.0.mlp.gate_proj", isLinear: false) == nil)

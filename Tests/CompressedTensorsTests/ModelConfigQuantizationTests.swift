@@ -18,10 +18,12 @@ struct ModelConfigQuantizationTests {
     let replaced = ModelConfigQuantization.replacing(
       in: config, at: found.path, with: QuantizationConfig.fp8BlockConfig(blockSize: [128, 128]))
     #expect(replaced.keys == ["architectures", "quantization_config", "vocab_size"])
-    #expect(replaced["quantization_config"] == QuantizationConfig.fp8BlockConfig(blockSize: [128, 128]))
+    #expect(
+      replaced["quantization_config"] == QuantizationConfig.fp8BlockConfig(blockSize: [128, 128]))
   }
 
-  @Test("K2.5 layout: quantization_config under text_config is located and removed, other keys kept")
+  @Test(
+    "K2.5 layout: quantization_config under text_config is located and removed, other keys kept")
   func nestedTextConfig() throws {
     let config = try #require(
       try parseJSON(

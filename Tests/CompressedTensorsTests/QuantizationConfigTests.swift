@@ -84,7 +84,8 @@ struct QuantizationConfigTests {
   @Test("A key unknown to QuantizationScheme is rejected")
   func unknownSchemeKey() throws {
     let json = try parseJSON(
-      #"{"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": [], "bits": 4}}}"#)
+      #"{"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": [], "bits": 4}}}"#
+    )
     let error = try #require(throws: QuantizationConfigError.self) {
       try QuantizationConfig(json: json)
     }
@@ -184,7 +185,10 @@ struct QuantizationConfigTests {
       (#"{"group_size": 0}"#, "weights.group_size", .invalidValue),
       (#"{"strategy": "block"}"#, "weights", .inconsistentArguments),
       (#"{"block_structure": [128, 128]}"#, "weights", .inconsistentArguments),
-      (#"{"strategy": "block", "block_structure": [128]}"#, "weights.block_structure", .invalidValue),
+      (
+        #"{"strategy": "block", "block_structure": [128]}"#, "weights.block_structure",
+        .invalidValue
+      ),
       (#"{"strategy": "token"}"#, "weights", .inconsistentArguments),
       (#"{"actorder": "group"}"#, "weights", .inconsistentArguments),
       (#"{"dynamic": "global"}"#, "weights.dynamic", .invalidValue),
@@ -242,7 +246,8 @@ struct QuantizationConfigTests {
     }
     #expect(
       try code(
-        #"{"quant_method": "compressed-tensors", "config_groups": {}, "quantization_status": "done"}"#)
+        #"{"quant_method": "compressed-tensors", "config_groups": {}, "quantization_status": "done"}"#
+      )
         == .invalidValue)
     #expect(try code(#"{"quant_method": "compressed-tensors"}"#) == .missingKey)
     #expect(
