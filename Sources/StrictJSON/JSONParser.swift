@@ -63,7 +63,7 @@ public enum JSONParser {
     }
     var p = Cursor(bytes: bytes, duplicateKeys: duplicateKeys, maxDepth: maxDepth)
     p.skipWhitespace()
-    let value = try p.parseValue(depth: 0, path: [])
+    let value = try p.parseValue(depth: 0)
     p.skipWhitespace()
     if p.i != bytes.count { throw p.error("unexpected content after the JSON value") }
     return value
@@ -132,6 +132,8 @@ private struct Cursor {
   let duplicateKeys: DuplicateKeyPolicy
   let maxDepth: Int
   var i = 0
+  /// Keys of the enclosing objects, for duplicate-key errors.
+  var path: [String] = []
 
   init(bytes: UnsafeRawBufferPointer, duplicateKeys: DuplicateKeyPolicy, maxDepth: Int) {
     self.bytes = bytes
@@ -152,11 +154,11 @@ private struct Cursor {
     }
   }
 
-  mutating func parseValue(depth: Int, path: [String]) throws(JSONParseError) -> JSONValue {
+  mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
     guard i < bytes.count else { throw error("unexpected end of input, expected a value") }
     switch bytes[i] {
-    case UInt8(ascii: "{"): return try parseObject(depth: depth + 1, path: path)
-    case UInt8(ascii: "["): return try parseArray(depth: depth + 1, path: path)
+    case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
+    case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
     case UInt8(ascii: "\""): return .string(try parseString())
     case UInt8(ascii: "t"): try literal("true"); return .bool(true)
     case UInt8(ascii: "f"): try literal("false"); return .bool(false)
@@ -174,7 +176,7 @@ private struct Cursor {
     i += n
   }
 
-  mutating func parseObject(depth: Int, path: [String]) throws(JSONParseError) -> JSONValue {
+  mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
     if depth > maxDepth { throw JSONParseError(reason: .tooDeep(limit: maxDepth), offset: i) }
     i += 1  // {
     var object = JSONObject()
@@ -191,11 +193,17 @@ private struct Cursor {
       guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
       i += 1
       skipWhitespace()
-      let value = try parseValue(depth: depth, path: path + [key])
-      if object.contains(key), duplicateKeys == .reject {
-        throw JSONParseError(reason: .duplicateKey(key, path: path), offset: keyOffset)
+      path.append(key)
+      let value = try parseValue(depth: depth)
+      path.removeLast()
+      if object.contains(key) {
+        if duplicateKeys == .reject {
+          throw JSONParseError(reason: .duplicateKey(key, path: path), offset: keyOffset)
+        }
+        object[key] = value
+      } else {
+        object.appendNew(key, value)
       }
-      object[key] = value
       skipWhitespace()
       guard i < bytes.count else { throw error("unexpected end of input in an object") }
       if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -204,7 +212,7 @@ private struct Cursor {
     }
   }
 
-  mutating func parseArray(depth: Int, path: [String]) throws(JSONParseError) -> JSONValue {
+  mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {
     if depth > maxDepth { throw JSONParseError(reason: .tooDeep(limit: maxDepth), offset: i) }
     i += 1  // [
     var elements: [JSONValue] = []
@@ -212,7 +220,7 @@ private struct Cursor {
     if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(elements) }
     while true {
       skipWhitespace()
-      elements.append(try parseValue(depth: depth, path: path))
+      elements.append(try parseValue(depth: depth))
       skipWhitespace()
       guard i < bytes.count else { throw error("unexpected end of input in an array") }
       if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -224,13 +232,23 @@ private struct Cursor {
   mutating func parseNumber() throws(JSONParseError) -> JSONNumber {
     let start = i
     func digit(_ c: UInt8) -> Bool { c >= 0x30 && c <= 0x39 }
-    if bytes[i] == UInt8(ascii: "-") { i += 1 }
+    let negative = bytes[i] == UInt8(ascii: "-")
+    if negative { i += 1 }
     guard i < bytes.count, digit(bytes[i]) else { throw error("invalid number") }
+    var value: UInt64 = 0
+    var fits = !negative
     if bytes[i] == 0x30 {
       i += 1
     } else {
-      while i < bytes.count, digit(bytes[i]) { i += 1 }
+      while i < bytes.count, digit(bytes[i]) {
+        let (m, o1) = value.multipliedReportingOverflow(by: 10)
+        let (a, o2) = m.addingReportingOverflow(UInt64(bytes[i] - 0x30))
+        value = a
+        fits = fits && !o1 && !o2
+        i += 1
+      }
     }
+    let integerEnd = i
     if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
       i += 1
       guard i < bytes.count, digit(bytes[i]) else { throw error("invalid number fraction") }
@@ -243,7 +261,7 @@ private struct Cursor {
       while i < bytes.count, digit(bytes[i]) { i += 1 }
     }
     let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-    return JSONNumber(validatedText: text)
+    return JSONNumber(validatedText: text, unsigned: fits && integerEnd == i ? value : nil)
   }
 
   mutating func parseString() throws(JSONParseError) -> String {

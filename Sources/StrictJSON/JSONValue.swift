@@ -77,17 +77,32 @@ public enum JSONValue: Sendable, Equatable {
 /// Conversions are exact or absent: ``uint64`` is `nil` for `1.0`, `1e3`, `-1`
 /// or anything beyond `UInt64.max`, as in serde's strict integer decoding.
 public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
+  public static func == (a: JSONNumber, b: JSONNumber) -> Bool { a.text == b.text }
+  public func hash(into h: inout Hasher) { h.combine(text) }
+
   /// The number's JSON text, for example `-1.5e-06`.
   public let text: String
+  /// The value when the text is a non-negative integer that fits in `UInt64`
+  /// (computed once, by the parser, for fast header validation).
+  private let unsigned: UInt64?
 
   /// Creates a number from JSON text that the caller guarantees is valid.
-  init(validatedText: String) { self.text = validatedText }
+  init(validatedText: String, unsigned: UInt64? = nil) {
+    self.text = validatedText
+    self.unsigned = unsigned ?? (validatedText.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) ? nil : UInt64(validatedText))
+  }
 
   /// Creates the number for an integer.
-  public init(_ value: Int) { self.text = String(value) }
+  public init(_ value: Int) {
+    self.text = String(value)
+    self.unsigned = value >= 0 ? UInt64(value) : nil
+  }
 
   /// Creates the number for an unsigned integer.
-  public init(_ value: UInt64) { self.text = String(value) }
+  public init(_ value: UInt64) {
+    self.text = String(value)
+    self.unsigned = value
+  }
 
   /// Creates the number for a finite `Double`, in Swift's shortest round-trip
   /// spelling (`0.1`, `1e-06` becomes `1e-06`).
@@ -96,19 +111,23 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
   public init(_ value: Double) {
     precondition(value.isFinite, "JSON cannot represent \(value)")
     self.text = value.description
+    self.unsigned = nil
   }
 
   /// Whether the text is a plain integer (no fraction, no exponent).
   public var isInteger: Bool { !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) }
 
   /// The value as `UInt64`, when the text is a non-negative integer that fits.
-  public var uint64: UInt64? { isInteger ? UInt64(text) : nil }
+  public var uint64: UInt64? { unsigned }
 
   /// The value as `Int64`, when the text is an integer that fits.
   public var int64: Int64? { isInteger ? Int64(text) : nil }
 
   /// The value as `Int`, when the text is an integer that fits.
-  public var int: Int? { isInteger ? Int(text) : nil }
+  public var int: Int? {
+    if let unsigned { return unsigned <= UInt64(Int.max) ? Int(unsigned) : nil }
+    return isInteger ? Int(text) : nil
+  }
 
   /// The value as the nearest `Double`.
   public var double: Double { Double(text) ?? .nan }
@@ -123,7 +142,11 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
 public struct JSONObject: Sendable, Equatable {
   /// The members in document order.
   public private(set) var members: [(key: String, value: JSONValue)] = []
-  private var index: [String: Int] = [:]
+  /// Key → position, built only for objects larger than ``smallLimit``
+  /// (a linear scan is faster than hashing for a handful of keys, and most
+  /// objects in checkpoint headers have three).
+  private var index: [String: Int]? = nil
+  private static let smallLimit = 8
 
   /// Creates an empty object.
   public init() {}
@@ -143,26 +166,48 @@ public struct JSONObject: Sendable, Equatable {
   /// Whether the object has no members.
   public var isEmpty: Bool { members.isEmpty }
 
+  private func position(of key: String) -> Int? {
+    if let index { return index[key] }
+    return members.firstIndex { $0.key == key }
+  }
+
   /// The value for `key`; assigning `nil` removes the member.
   public subscript(key: String) -> JSONValue? {
-    get { index[key].map { members[$0].value } }
+    get { position(of: key).map { members[$0].value } }
     set {
       if let newValue {
-        if let i = index[key] {
+        if let i = position(of: key) {
           members[i].value = newValue
         } else {
-          index[key] = members.count
-          members.append((key, newValue))
+          append(key, newValue)
         }
-      } else if let i = index.removeValue(forKey: key) {
+      } else if let i = position(of: key) {
         members.remove(at: i)
-        for j in i..<members.count { index[members[j].key] = j }
+        if index != nil { rebuildIndex() }
       }
     }
   }
 
+  /// Appends a member whose key the caller knows is new (the parser checks).
+  mutating func appendNew(_ key: String, _ value: JSONValue) { append(key, value) }
+
+  private mutating func append(_ key: String, _ value: JSONValue) {
+    members.append((key, value))
+    if index != nil {
+      index![key] = members.count - 1
+    } else if members.count > Self.smallLimit {
+      rebuildIndex()
+    }
+  }
+
+  private mutating func rebuildIndex() {
+    var d = [String: Int](minimumCapacity: members.count * 2)
+    for (i, m) in members.enumerated() { d[m.key] = i }
+    index = d
+  }
+
   /// Whether the object has a member named `key`.
-  public func contains(_ key: String) -> Bool { index[key] != nil }
+  public func contains(_ key: String) -> Bool { position(of: key) != nil }
 
   public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
     lhs.members.count == rhs.members.count

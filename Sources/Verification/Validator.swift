@@ -78,6 +78,45 @@ public enum Validator {
   }
 }
 
+/// The weight-like tensors of one module (`X.weight`, `X.weight_packed`, …).
+struct ModuleParts {
+  var weight, packed, scale, shape, zeroPoint, gIdx, scaleInv: Located?
+
+  /// The part for a suffix; other suffixes are ignored.
+  subscript(suffix: String) -> Located? {
+    get {
+      switch suffix {
+      case "weight": weight
+      case "weight_packed": packed
+      case "weight_scale": scale
+      case "weight_shape": shape
+      case "weight_zero_point": zeroPoint
+      case "weight_g_idx": gIdx
+      case "weight_scale_inv": scaleInv
+      default: nil
+      }
+    }
+    set {
+      switch suffix {
+      case "weight": weight = newValue
+      case "weight_packed": packed = newValue
+      case "weight_scale": scale = newValue
+      case "weight_shape": shape = newValue
+      case "weight_zero_point": zeroPoint = newValue
+      case "weight_g_idx": gIdx = newValue
+      case "weight_scale_inv": scaleInv = newValue
+      default: break
+      }
+    }
+  }
+
+  /// Whether any compressed-tensors part is present.
+  var isCompressed: Bool { packed != nil || scale != nil || shape != nil || zeroPoint != nil || gIdx != nil }
+
+  /// Any one part, for naming a shard in a message.
+  var any: Located? { packed ?? scale ?? shape ?? weight ?? zeroPoint ?? gIdx ?? scaleInv }
+}
+
 /// A tensor with the shard that holds it.
 struct Located: Sendable {
   let shard: String
@@ -90,7 +129,10 @@ struct ValidationRun {
   var problems: [Problem] = []
   var headers: [String: SafeTensorsHeader] = [:]
   var sizes: [String: Int] = [:]
-  var tensors: [String: [Located]] = [:]
+  /// Each tensor name's first location (in shard order).
+  var tensors: [String: Located] = [:]
+  /// Further locations of names that appear in more than one shard.
+  var extraPlaces: [String: [Located]] = [:]
   var mappings: [String: MappedFile] = [:]
   var quantizedModules = 0
   var scannedBytes = 0
@@ -129,7 +171,7 @@ struct ValidationRun {
     }
     return ValidationReport(
       path: checkpoint.path, shards: summaries, problems: Array(Set(problems)).sorted(by: order),
-      tensorCount: tensors.values.reduce(0) { $0 + $1.count }, quantizedModules: quantizedModules,
+      tensorCount: tensors.count + extraPlaces.values.reduce(0) { $0 + $1.count }, quantizedModules: quantizedModules,
       scannedBytes: scannedBytes, hashedBytes: hashedBytes, inventoryChecked: inventoryChecked)
   }
 
@@ -157,12 +199,17 @@ struct ValidationRun {
       problems.append(contentsOf: found)
       guard let header else { continue }
       headers[name] = header
-      for t in header.tensors { tensors[t.name, default: []].append(Located(shard: name, info: t)) }
+      tensors.reserveCapacity(tensors.count + header.tensors.count)
+      for t in header.tensors {
+        let here = Located(shard: name, info: t)
+        if tensors[t.name] == nil { tensors[t.name] = here } else { extraPlaces[t.name, default: []].append(here) }
+      }
     }
     for name in checkpoint.unindexedShards {
       report("unindexed-shard", name, nil, "a .safetensors file in the folder that \(ShardIndex.fileName) does not name", .warning)
     }
-    for (name, places) in tensors where places.count > 1 {
+    for (name, extras) in extraPlaces {
+      let places = [tensors[name]!] + extras
       // Blame the copies the index does not point at (or all but the first).
       let home = checkpoint.index?.shard(for: name).flatMap { s in places.first { $0.shard == s } } ?? places[0]
       for extra in places where extra.shard != home.shard {
@@ -175,28 +222,28 @@ struct ValidationRun {
 
   mutating func checkIndex() {
     guard let index = checkpoint.index else { return }
-    var indexed = Set<String>()
     for (tensor, shard) in index.weightMap {
-      indexed.insert(tensor)
       guard headers[shard] != nil else { continue }  // missing or broken shard, already reported
-      let places = tensors[tensor] ?? []
-      if places.contains(where: { $0.shard == shard }) { continue }
-      if let actual = places.first {
-        report("index-wrong-shard", shard, tensor, "\(ShardIndex.fileName) puts tensor \"\(tensor)\" in this shard, but it is in \(actual.shard)")
-      } else {
+      guard let first = tensors[tensor] else {
         report("index-tensor-missing", shard, tensor, "the index puts tensor \"\(tensor)\" in this shard, but no shard has it")
+        continue
       }
+      if first.shard == shard { continue }
+      let extras = extraPlaces[tensor] ?? []
+      if extras.contains(where: { $0.shard == shard }) { continue }
+      report("index-wrong-shard", shard, tensor, "\(ShardIndex.fileName) puts tensor \"\(tensor)\" in this shard, but it is in \(first.shard)")
     }
-    for (name, places) in tensors where !indexed.contains(name) {
-      for p in places where checkpoint.index != nil && !checkpoint.unindexedShards.contains(p.shard) {
+    let unindexed = Set(checkpoint.unindexedShards)
+    for (name, first) in tensors where index.shard(for: name) == nil {
+      for p in [first] + (extraPlaces[name] ?? []) where !unindexed.contains(p.shard) {
         report("tensor-not-in-index", p.shard, name, "tensor \"\(name)\" is not in \(ShardIndex.fileName)")
       }
     }
     if let total = index.totalSize, headers.count == checkpoint.shards.count {
       // Hugging Face counts each tensor's data once; some writers count the
       // files instead. Accept either, and the sum over the tensors the index lists.
-      let distinct = tensors.values.reduce(0) { $0 + ($1.first?.info.byteCount ?? 0) }
-      let listed = index.weightMap.reduce(0) { $0 + (tensors[$1.tensor]?.first?.info.byteCount ?? 0) }
+      let distinct = tensors.values.reduce(0) { $0 + $1.info.byteCount }
+      let listed = index.weightMap.reduce(0) { $0 + (tensors[$1.tensor]?.info.byteCount ?? 0) }
       let fileBytes = checkpoint.shards.compactMap { sizes[$0] }.reduce(0, +)
       if ![distinct, listed, fileBytes].contains(total) {
         report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(distinct) bytes of tensor data (\(fileBytes) bytes of files)")
@@ -222,10 +269,11 @@ struct ValidationRun {
   }
 
   mutating func checkModules(_ quantization: QuantizationSource?) {
-    var modules: [String: [String: Located]] = [:]
-    for (name, places) in tensors {
-      guard let (module, suffix) = Self.splitModule(name), let first = places.first else { continue }
-      modules[module, default: [:]][suffix] = first
+    var modules: [String: ModuleParts] = [:]
+    modules.reserveCapacity(tensors.count / 2)
+    for (name, place) in tensors {
+      guard let (module, suffix) = Self.splitModule(name) else { continue }
+      modules[module, default: ModuleParts()][suffix] = place
     }
     var ctConfig: QuantizationConfig? = nil
     var fp8Block: [Int]? = nil
@@ -240,14 +288,14 @@ struct ValidationRun {
     var reportedMissingConfig = false
     for module in modules.keys.sorted() {
       let parts = modules[module]!
-      let isCT = Validator.quantSuffixes.contains { parts[$0] != nil }
+      let isCT = parts.isCompressed
       if isCT {
         quantizedModules += 1
         let args: QuantizationArgs?
         if let ctConfig {
           let scheme = ctConfig.scheme(forModule: module, isLinear: DeepSeekV3Modules.isLinear(module))
           if scheme == nil {
-            report("unexpected-quantized-module", parts.values.first!.shard, module + ".weight_packed", "module \"\(module)\" is stored quantized, but quantization_config does not target it (or ignores it)")
+            report("unexpected-quantized-module", parts.any!.shard, module + ".weight_packed", "module \"\(module)\" is stored quantized, but quantization_config does not target it (or ignores it)")
           }
           args = scheme?.weights ?? ctConfig.configGroups.first?.weights
         } else {
@@ -289,13 +337,13 @@ struct ValidationRun {
     return m
   }
 
-  mutating func checkCompressedModule(_ module: String, _ parts: [String: Located], _ args: QuantizationArgs?) {
+  mutating func checkCompressedModule(_ module: String, _ parts: ModuleParts, _ args: QuantizationArgs?) {
     let numBits = args?.numBits ?? 4
     let packFactor = 32 / max(1, numBits)
     let strategy = args?.strategy ?? .group
     let group = args?.groupSize ?? 32
     let symmetric = args?.symmetric ?? true
-    let anyShard = parts.values.first!.shard
+    let anyShard = parts.any!.shard
     func name(_ s: String) -> String { "\(module).\(s)" }
     func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / max(b, 1) }
 
@@ -391,7 +439,7 @@ struct ValidationRun {
     }
   }
 
-  mutating func checkFP8Module(_ module: String, _ parts: [String: Located], block: [Int]) {
+  mutating func checkFP8Module(_ module: String, _ parts: ModuleParts, block: [Int]) {
     let w = parts["weight"]
     let s = parts["weight_scale_inv"]
     guard let w else { return }
@@ -435,14 +483,14 @@ struct ValidationRun {
       let n = linear.name
       let quantizedExpected = ct?.scheme(forModule: n, isLinear: true) != nil
       let packedPresent = tensors[n + ".weight_packed"] != nil
-      if let w = tensors[n + ".weight"]?.first, !packedPresent {
+      if let w = tensors[n + ".weight"], !packedPresent {
         if quantizedExpected {
           report("not-quantized", w.shard, n + ".weight", "quantization_config targets \"\(n)\" but it is stored as a plain \(w.info.dtype) weight")
         }
         if w.info.shape != [linear.outFeatures, linear.inFeatures] {
           report("bad-shape", w.shard, n + ".weight", "shape \(w.info.shape), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
         }
-      } else if let st = tensors[n + ".weight_shape"]?.first {
+      } else if let st = tensors[n + ".weight_shape"] {
         if let v = weightShapeValues(st), v != [linear.outFeatures, linear.inFeatures] {
           report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
         }
@@ -454,7 +502,7 @@ struct ValidationRun {
       }
     }
     for (name, shape) in inventory.tensors {
-      guard let t = tensors[name]?.first else {
+      guard let t = tensors[name] else {
         if let shard = checkpoint.index?.shard(for: name), headers[shard] == nil { continue }
         report("missing-tensor", checkpoint.index?.shard(for: name), name, "config.json implies \"\(name)\" but no shard has it")
         continue
@@ -464,8 +512,8 @@ struct ValidationRun {
       }
     }
     let layerLimit = inventory.layerCount + inventory.extraLayerCount
-    for (name, places) in tensors where name.hasPrefix(prefix + "model.layers.") {
-      let shard = places[0].shard
+    for (name, place) in tensors where name.hasPrefix(prefix + "model.layers.") {
+      let shard = place.shard
       guard let layer = DeepSeekInventory.layerIndex(of: name) else {
         report("unexpected-tensor", shard, name, "cannot read a layer number in \"\(name)\"")
         continue
