@@ -96,6 +96,9 @@ let package = Package(
       dependencies: ["Checkpoint", "Verification", "SafeTensors", "TestSupport"],
       swiftSettings: swiftSettings),
     .testTarget(
+      name: "QuantKernelsTests", dependencies: ["QuantKernels", "TestSupport"],
+      swiftSettings: swiftSettings),
+    .testTarget(
       name: "NativeLibraryTests", dependencies: ["Zstd", "BLAS", "HDF5"],
       swiftSettings: swiftSettings),
     .testTarget(

@@ -147,70 +147,72 @@ public enum FloatScan {
     }
   }
 
-  static func count16(_ data: UnsafeRawBufferPointer, magMask: UInt16, add: UInt16) -> Int {
-    let n = data.count / 2
+  /// SWAR count over 64-bit words: each word holds `64 / laneBits` elements;
+  /// an element is special when `(lane & magMask) + add` sets the lane's top
+  /// bit. Per-lane counters live in the spare low bits of an accumulator word
+  /// and are flushed before they can overflow. Plain integer arithmetic on
+  /// `UInt64` vectorizes on every target, unlike wide SIMD types whose
+  /// operations may be lowered lane by lane.
+  @inline(__always)
+  static func swarCount(
+    _ data: UnsafeRawBufferPointer, laneBits: Int, magMask: UInt64, add: UInt64, flushEvery: Int
+  ) -> Int {
+    let words = data.count / 8
+    let top = UInt64(laneBits - 1)
+    // One bit per lane, at the lowest position.
+    var ones: UInt64 = 0
+    var shift = 0
+    while shift < 64 { ones |= 1 << UInt64(shift); shift += laneBits }
     var total = 0
-    var i = 0
-    // Each lane counts at most 32,767 blocks before it is flushed, so the UInt16 lanes cannot overflow.
-    while i + 32 <= n {
-      var acc = SIMD32<UInt16>(repeating: 0)
-      let stop = min(n, i + 32 * 32_767)
-      while i + 32 <= stop {
-        let v = data.loadUnaligned(fromByteOffset: 2 * i, as: SIMD32<UInt16>.self)
-        acc &+= ((v & magMask) &+ add) &>> 15
-        i += 32
+    var w = 0
+    while w < words {
+      let stop = min(words, w + flushEvery)
+      var acc: UInt64 = 0
+      while w < stop {
+        let v = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self))
+        acc &+= (((v & magMask) &+ add) >> top) & ones
+        w += 1
       }
-      total += Int(acc.wrappedSum())
+      var a = acc
+      while a != 0 {
+        total += Int(a & ((1 << UInt64(laneBits)) - 1))
+        a >>= UInt64(laneBits)
+      }
     }
-    while i < n {
+    return total
+  }
+
+  static func count16(_ data: UnsafeRawBufferPointer, magMask: UInt16, add: UInt16) -> Int {
+    let words = data.count / 8
+    let m = UInt64(magMask) * 0x0001_0001_0001_0001
+    let a = UInt64(add) * 0x0001_0001_0001_0001
+    var total = swarCount(UnsafeRawBufferPointer(rebasing: data[..<(8 * words)]), laneBits: 16, magMask: m, add: a, flushEvery: 65_535)
+    for i in (4 * words)..<(data.count / 2) {
       let v = UInt16(littleEndian: data.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
       total += Int(((v & magMask) &+ add) >> 15)
-      i += 1
     }
     return total
   }
 
   static func count8(_ data: UnsafeRawBufferPointer, magMask: UInt8, add: UInt8) -> Int {
-    let n = data.count
-    var total = 0
-    var i = 0
-    while i + 64 <= n {
-      var acc = SIMD64<UInt8>(repeating: 0)
-      let stop = min(n, i + 64 * 255)
-      while i + 64 <= stop {
-        let v = data.loadUnaligned(fromByteOffset: i, as: SIMD64<UInt8>.self)
-        acc &+= ((v & magMask) &+ add) &>> 7
-        i += 64
-      }
-      var s = 0
-      for k in 0..<64 { s += Int(acc[k]) }
-      total += s
-    }
-    while i < n {
+    let words = data.count / 8
+    let m = UInt64(magMask) * 0x0101_0101_0101_0101
+    let a = UInt64(add) * 0x0101_0101_0101_0101
+    var total = swarCount(UnsafeRawBufferPointer(rebasing: data[..<(8 * words)]), laneBits: 8, magMask: m, add: a, flushEvery: 255)
+    for i in (8 * words)..<data.count {
       total += Int(((data[i] & magMask) &+ add) >> 7)
-      i += 1
     }
     return total
   }
 
   static func count32(_ data: UnsafeRawBufferPointer) -> Int {
-    let n = data.count / 4
-    var total = 0
-    var i = 0
-    while i + 16 <= n {
-      var acc = SIMD16<UInt32>(repeating: 0)
-      let stop = min(n, i + 16 * (1 << 24))
-      while i + 16 <= stop {
-        let v = data.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<UInt32>.self)
-        acc &+= ((v & 0x7FFF_FFFF) &+ (0x8000_0000 - 0x7F80_0000)) &>> 31
-        i += 16
-      }
-      total += Int(acc.wrappedSum())
-    }
-    while i < n {
+    let words = data.count / 8
+    let m: UInt64 = 0x7FFF_FFFF_7FFF_FFFF
+    let a: UInt64 = 0x0080_0000_0080_0000
+    var total = swarCount(UnsafeRawBufferPointer(rebasing: data[..<(8 * words)]), laneBits: 32, magMask: m, add: a, flushEvery: 1 << 30)
+    for i in (2 * words)..<(data.count / 4) {
       let v = UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
-      total += Int(((v & 0x7FFF_FFFF) &+ (0x8000_0000 - 0x7F80_0000)) >> 31)
-      i += 1
+      total += Int(((v & 0x7FFF_FFFF) &+ 0x0080_0000) >> 31)
     }
     return total
   }

@@ -2,9 +2,15 @@ import Checkpoint
 import QuantKernels
 import SafeTensors
 
-/// Scans every tensor of a shard: NaN/Inf in float tensors, zero, negative or
-/// non-finite quantization scales, and non-zero INT4 padding nibbles.
+/// Scans tensor data: NaN/Inf in float tensors, zero, negative or non-finite
+/// quantization scales, and non-zero INT4 padding nibbles.
+///
+/// Work is split into chunks of about 32 MiB across all shards and run on
+/// all cores, so one large shard is scanned in parallel too. Pages are
+/// released after each chunk, so resident memory stays bounded.
 enum DataScanner {
+  static let chunkBytes = 32 << 20
+
   static func scanFormat(_ dtype: DType) -> ScanFormat? {
     switch dtype {
     case .bf16: .bf16
@@ -17,62 +23,151 @@ enum DataScanner {
     }
   }
 
-  /// Scans one shard; returns the problems and the bytes scanned.
-  static func scan(shard: String, path: String, header: SafeTensorsHeader, progress: (@Sendable (Int) -> Void)?) -> ([Problem], Int) {
-    let map: MappedFile
-    do { map = try MappedFile(path: path) } catch { return ([Problem(error, file: shard)], 0) }
-    map.adviseSequential()
+  struct Item: Sendable {
+    let shard: Int
+    let tensor: Int
+    /// Element range within the tensor.
+    let elements: Range<Int>
+  }
+
+  struct Finding: Sendable {
+    var counts = ScanCounts()
+    var first: (index: Int, bits: UInt64)? = nil
+    var badPaddingRows = 0
+  }
+
+  /// Scans the shards; returns the problems and the bytes scanned.
+  static func scan(
+    shards: [(name: String, path: String, header: SafeTensorsHeader)], jobs: Int,
+    progress: (@Sendable (Int) -> Void)?
+  ) -> ([Problem], Int) {
     var problems: [Problem] = []
-    var bytes = 0
-    var weightShapes: [String: [Int]] = [:]
-    for t in header.tensors where t.name.hasSuffix(".weight_shape") && t.shape == [2] && (t.dtype == .i32 || t.dtype == .i64) {
-      let range = (header.dataStart + t.begin)..<(header.dataStart + t.end)
-      weightShapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(range) { raw in
-        t.dtype == .i32
-          ? (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-          : (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+    var maps: [MappedFile?] = []
+    for s in shards {
+      do {
+        let m = try MappedFile(path: s.path)
+        m.adviseSequential()
+        maps.append(m)
+      } catch {
+        problems.append(Problem(error, file: s.name))
+        maps.append(nil)
       }
     }
-    for t in header.tensors {
-      let range = (header.dataStart + t.begin)..<(header.dataStart + t.end)
-      let isScale = t.name.hasSuffix(".weight_scale") || t.name.hasSuffix(".weight_scale_inv")
-      map.withBytes(range) { raw in
-        if let format = scanFormat(t.dtype) {
-          if isScale {
-            let c = FloatScan.countReference(raw, format)
-            if c.nonFinite + c.zero + c.negative > 0 {
-              let first = FloatScan.firstIndex(raw, format) { b in
-                let (n, z, neg) = FloatScan.classify(b, format)
-                return n + z + neg > 0
-              }!
-              var what: [String] = []
-              if c.zero > 0 { what.append("\(c.zero) zero") }
-              if c.negative > 0 { what.append("\(c.negative) negative") }
-              if c.nonFinite > 0 { what.append("\(c.nonFinite) NaN/Inf") }
-              problems.append(Problem("bad-scale", file: shard, tensor: t.name, "\(what.joined(separator: ", ")) scale(s) of \(t.elementCount); first at \(position(first.index, t.shape)) = \(FloatScan.value(bits: first.bits, format))"))
-            }
-          } else {
-            let n = FloatScan.countNonFinite(raw, format)
-            if n > 0 {
-              let first = FloatScan.firstIndex(raw, format) { FloatScan.classify($0, format).0 == 1 }!
-              problems.append(Problem("non-finite", file: shard, tensor: t.name, "\(n) NaN/Inf value(s) of \(t.elementCount); first at \(position(first.index, t.shape)) = \(FloatScan.value(bits: first.bits, format))"))
-            }
-          }
-        } else if t.name.hasSuffix(".weight_packed"), t.dtype == .i32, t.shape.count == 2,
-          let dims = weightShapes[String(t.name.dropLast(".weight_packed".count))],
-          dims[1] % 8 != 0, t.shape == [dims[0], (dims[1] + 7) / 8]
-        {
-          let bad = PackedInt4Scan.countNonzeroPadding(raw, rows: dims[0], columns: dims[1])
-          if bad > 0 {
-            problems.append(Problem("nonzero-padding", file: shard, tensor: t.name, "\(bad) row(s) have non-zero padding nibbles past column \(dims[1]) (pack_to_int32 writes zeros)"))
-          }
+    // Plan: float tensors in element chunks; packed INT4 tensors whole.
+    var items: [Item] = []
+    var weightShapes: [[String: [Int]]] = []
+    for (si, s) in shards.enumerated() {
+      var shapes: [String: [Int]] = [:]
+      guard let map = maps[si] else {
+        weightShapes.append(shapes)
+        continue
+      }
+      for t in s.header.tensors where t.name.hasSuffix(".weight_shape") && t.shape == [2] && (t.dtype == .i32 || t.dtype == .i64) {
+        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(range(s.header, t, 0..<2)) { raw in
+          t.dtype == .i32
+            ? (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+            : (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
         }
       }
-      map.release(range)
-      bytes += t.byteCount
-      progress?(t.byteCount)
+      weightShapes.append(shapes)
+      for (ti, t) in s.header.tensors.enumerated() {
+        if let f = scanFormat(t.dtype) {
+          let per = max(1, chunkBytes / f.byteSize)
+          var e = 0
+          while e < t.elementCount {
+            items.append(Item(shard: si, tensor: ti, elements: e..<min(t.elementCount, e + per)))
+            e += per
+          }
+        } else if t.name.hasSuffix(".weight_packed") {
+          items.append(Item(shard: si, tensor: ti, elements: 0..<t.elementCount))
+        }
+      }
     }
-    return (problems, bytes)
+    let frozenMaps = maps
+    let frozenShapes = weightShapes
+    let plan = items
+    let results = Parallel.map(items.count, jobs: jobs) { k -> Finding in
+      let item = plan[k]
+      let s = shards[item.shard]
+      let t = s.header.tensors[item.tensor]
+      guard let map = frozenMaps[item.shard] else { return Finding() }
+      let bytes = range(s.header, t, item.elements)
+      defer {
+        map.release(bytes)
+        progress?(bytes.count)
+      }
+      var finding = Finding()
+      map.withBytes(bytes) { raw in
+        if let format = scanFormat(t.dtype) {
+          if isScale(t.name) {
+            finding.counts = FloatScan.countReference(raw, format)
+            if finding.counts.nonFinite + finding.counts.zero + finding.counts.negative > 0 {
+              finding.first = FloatScan.firstIndex(raw, format) { b in
+                let (n, z, neg) = FloatScan.classify(b, format)
+                return n + z + neg > 0
+              }
+            }
+          } else {
+            finding.counts.nonFinite = FloatScan.countNonFinite(raw, format)
+            if finding.counts.nonFinite > 0 {
+              finding.first = FloatScan.firstIndex(raw, format) { FloatScan.classify($0, format).0 == 1 }
+            }
+          }
+          if let f = finding.first { finding.first = (f.index + item.elements.lowerBound, f.bits) }
+        } else if t.dtype == .i32, t.shape.count == 2,
+          let dims = frozenShapes[item.shard][String(t.name.dropLast(".weight_packed".count))],
+          dims[1] % 8 != 0, t.shape == [dims[0], (dims[1] + 7) / 8]
+        {
+          finding.badPaddingRows = PackedInt4Scan.countNonzeroPadding(raw, rows: dims[0], columns: dims[1])
+        }
+      }
+      return finding
+    }
+    // Merge chunk findings per tensor, in file order.
+    var merged: [Int: [Int: Finding]] = [:]
+    for (item, f) in zip(items, results) {
+      var m = merged[item.shard]?[item.tensor] ?? Finding()
+      m.counts.nonFinite += f.counts.nonFinite
+      m.counts.zero += f.counts.zero
+      m.counts.negative += f.counts.negative
+      m.badPaddingRows += f.badPaddingRows
+      if m.first == nil { m.first = f.first }
+      merged[item.shard, default: [:]][item.tensor] = m
+    }
+    var scanned = 0
+    for (si, s) in shards.enumerated() where maps[si] != nil {
+      scanned += s.header.dataLength
+      for (ti, t) in s.header.tensors.enumerated() {
+        guard let f = merged[si]?[ti] else { continue }
+        let format = scanFormat(t.dtype)
+        let where_ = f.first.map { " first at \(position($0.index, t.shape)) = \(FloatScan.value(bits: $0.bits, format ?? .f32))" } ?? ""
+        if isScale(t.name), format != nil, f.counts.nonFinite + f.counts.zero + f.counts.negative > 0 {
+          var what: [String] = []
+          if f.counts.zero > 0 { what.append("\(f.counts.zero) zero") }
+          if f.counts.negative > 0 { what.append("\(f.counts.negative) negative") }
+          if f.counts.nonFinite > 0 { what.append("\(f.counts.nonFinite) NaN/Inf") }
+          problems.append(Problem("bad-scale", file: s.name, tensor: t.name, "\(what.joined(separator: ", ")) scale(s) of \(t.elementCount);\(where_)"))
+        } else if format != nil, f.counts.nonFinite > 0 {
+          problems.append(Problem("non-finite", file: s.name, tensor: t.name, "\(f.counts.nonFinite) NaN/Inf value(s) of \(t.elementCount);\(where_)"))
+        }
+        if f.badPaddingRows > 0 {
+          problems.append(Problem("nonzero-padding", file: s.name, tensor: t.name, "\(f.badPaddingRows) row(s) have non-zero padding nibbles (pack_to_int32 writes zeros)"))
+        }
+      }
+    }
+    return (problems, scanned)
+  }
+
+  static func isScale(_ name: String) -> Bool {
+    name.hasSuffix(".weight_scale") || name.hasSuffix(".weight_scale_inv")
+  }
+
+  /// The absolute file range of `elements` of `t` (whole bytes).
+  static func range(_ h: SafeTensorsHeader, _ t: TensorInfo, _ elements: Range<Int>) -> Range<Int> {
+    let bits = t.dtype.bitSize
+    let lo = h.dataStart + t.begin + elements.lowerBound * bits / 8
+    let hi = elements.upperBound == t.elementCount ? h.dataStart + t.end : h.dataStart + t.begin + elements.upperBound * bits / 8
+    return lo..<hi
   }
 
   /// `[i, j]` for a flat index in a shape.

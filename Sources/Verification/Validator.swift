@@ -529,17 +529,11 @@ struct ValidationRun {
   // MARK: Data
 
   mutating func scanData() {
-    let shards = checkpoint.shards.filter { headers[$0] != nil } + checkpoint.unindexedShards.filter { headers[$0] != nil }
-    let root = checkpoint
-    let heads = headers
-    let progress = options.progress
-    let results = Parallel.map(shards.count, jobs: options.jobs) { i -> ([Problem], Int) in
-      DataScanner.scan(shard: shards[i], path: root.pathOf(shards[i]), header: heads[shards[i]]!, progress: progress)
-    }
-    for (found, bytes) in results {
-      problems.append(contentsOf: found)
-      scannedBytes += bytes
-    }
+    let names = (checkpoint.shards + checkpoint.unindexedShards).filter { headers[$0] != nil }
+    let shards = names.map { (name: $0, path: checkpoint.pathOf($0), header: headers[$0]!) }
+    let (found, bytes) = DataScanner.scan(shards: shards, jobs: options.jobs, progress: options.progress)
+    problems.append(contentsOf: found)
+    scannedBytes += bytes
   }
 
   // MARK: Checksums
