@@ -14,13 +14,20 @@ public struct ShardIndex: Sendable {
   public var metadata: JSONObject
   /// The tensor → shard map in document order.
   public private(set) var weightMap: [(tensor: String, shard: String)]
-  private var lookup: [String: String]
+  /// The `weight_map` as parsed (or built): its key index serves lookups.
+  private var lookup: JSONObject
 
   /// Creates an index from a weight map.
   public init(weightMap: [(tensor: String, shard: String)], metadata: JSONObject = JSONObject()) {
     self.metadata = metadata
     self.weightMap = weightMap
-    self.lookup = Dictionary(weightMap.map { ($0.tensor, $0.shard) }, uniquingKeysWith: { a, _ in a })
+    self.lookup = JSONObject(weightMap.map { ($0.tensor, JSONValue.string($0.shard)) })
+  }
+
+  private init(weightMap: [(tensor: String, shard: String)], parsed: JSONObject, metadata: JSONObject) {
+    self.metadata = metadata
+    self.weightMap = weightMap
+    self.lookup = parsed
   }
 
   /// `metadata.total_size`, if present and an integer.
@@ -30,7 +37,7 @@ public struct ShardIndex: Sendable {
   }
 
   /// The shard named for `tensor`.
-  public func shard(for tensor: String) -> String? { lookup[tensor] }
+  public func shard(for tensor: String) -> String? { lookup[tensor]?.stringValue }
 
   /// The distinct shard names in order of first appearance.
   public var shards: [String] {
@@ -72,7 +79,7 @@ public struct ShardIndex: Sendable {
         throw bad("\"metadata.total_size\" is \(JSONWriter.string(ts)), expected an integer")
       }
     }
-    return ShardIndex(weightMap: weightMap, metadata: metadata)
+    return ShardIndex(weightMap: weightMap, parsed: map, metadata: metadata)
   }
 
   /// The index as JSON, Hugging Face style (`metadata` first, `weight_map` sorted by tensor name).

@@ -15,6 +15,11 @@ public struct ValidationOptions: Sendable {
   public var jobs = Parallel.defaultJobs
   /// Called with byte counts as data is read (for progress display).
   public var progress: (@Sendable (Int) -> Void)? = nil
+  /// Keep the validator's tables alive until the process exits instead of
+  /// freeing them, for short-lived command-line processes that exit right
+  /// after printing (freeing ~200k names of a Kimi-sized checkpoint costs
+  /// ~0.2 s). Leave `false` in long-lived processes.
+  public var skipTeardown = false
 
   /// Creates options; the defaults check headers only.
   public init(scanData: Bool = false, checksumsFile: String? = nil, jobs: Int = Parallel.defaultJobs) {
@@ -75,6 +80,31 @@ public enum Validator {
   public static func validate(_ checkpoint: Checkpoint, options: ValidationOptions = ValidationOptions()) -> ValidationReport {
     var run = ValidationRun(checkpoint: checkpoint, options: options)
     return run.execute()
+  }
+}
+
+/// Holds values that a short-lived process never frees (see
+/// ``ValidationOptions/skipTeardown``).
+public enum Teardown {
+  private final class Box: @unchecked Sendable {
+    let value: Any
+    init(_ value: Any) { self.value = value }
+  }
+  private static let kept = Mutex<[Box]>([])
+
+  /// Keeps `value` alive until the process exits.
+  public static func keep(_ value: Any) { kept.withLock { $0.append(Box(value)) } }
+}
+
+/// Collects problems from one validation phase (phases run concurrently).
+final class ProblemSink: @unchecked Sendable {
+  // @unchecked: each sink is used by exactly one thread at a time.
+  var problems: [Problem] = []
+  var quantizedModules = 0
+  var inventoryChecked = false
+
+  func report(_ code: String, _ file: String?, _ tensor: String?, _ message: String, _ severity: Problem.Severity = .error) {
+    problems.append(Problem(code, file: file, tensor: tensor, message, severity: severity))
   }
 }
 
@@ -152,10 +182,24 @@ struct ValidationRun {
   mutating func execute() -> ValidationReport {
     problems.append(contentsOf: checkpoint.loadProblems)
     readHeaders()
-    checkIndex()
+    for name in headers.keys { mappings[name] = try? MappedFile(path: checkpoint.pathOf(name)) }
     let quantization = loadQuantization()
-    checkModules(quantization)
-    checkInventory(quantization)
+    // The three structural phases only read the tables: run them concurrently.
+    let run = self
+    let sinks = Parallel.map(3, jobs: options.jobs) { phase -> ProblemSink in
+      let sink = ProblemSink()
+      switch phase {
+      case 0: run.checkModules(quantization, into: sink)
+      case 1: run.checkInventory(quantization, into: sink)
+      default: run.checkIndex(into: sink)
+      }
+      return sink
+    }
+    for sink in sinks {
+      problems.append(contentsOf: sink.problems)
+      quantizedModules += sink.quantizedModules
+      inventoryChecked = inventoryChecked || sink.inventoryChecked
+    }
     if options.scanData { scanData() }
     if let file = options.checksumsFile { checkChecksums(file) }
 
@@ -163,6 +207,7 @@ struct ValidationRun {
       ($0.severity == .error ? 0 : 1, $0.file ?? "", $0.tensor ?? "", $0.code, $0.message)
         < ($1.severity == .error ? 0 : 1, $1.file ?? "", $1.tensor ?? "", $1.code, $1.message)
     }
+    if options.skipTeardown { Teardown.keep(self) }
     let all = checkpoint.shards + checkpoint.unindexedShards
     let summaries = all.map { name in
       ShardSummary(
@@ -194,12 +239,12 @@ struct ValidationRun {
         return (size, nil, [Problem(error, file: name)])
       }
     }
+    tensors.reserveCapacity(results.reduce(0) { $0 + ($1.1?.tensors.count ?? 0) })
     for (name, (size, header, found)) in zip(names, results) {
       sizes[name] = size
       problems.append(contentsOf: found)
       guard let header else { continue }
       headers[name] = header
-      tensors.reserveCapacity(tensors.count + header.tensors.count)
       for t in header.tensors {
         let here = Located(shard: name, info: t)
         if tensors[t.name] == nil { tensors[t.name] = here } else { extraPlaces[t.name, default: []].append(here) }
@@ -220,23 +265,34 @@ struct ValidationRun {
 
   // MARK: Index
 
-  mutating func checkIndex() {
+  func checkIndex(into sink: ProblemSink) {
     guard let index = checkpoint.index else { return }
+    var matched = 0
+    var lastShard = ""
+    var lastShardValid = false
     for (tensor, shard) in index.weightMap {
-      guard headers[shard] != nil else { continue }  // missing or broken shard, already reported
+      if shard != lastShard {
+        lastShard = shard
+        lastShardValid = headers[shard] != nil
+      }
+      guard lastShardValid else { continue }  // missing or broken shard, already reported
       guard let first = tensors[tensor] else {
-        report("index-tensor-missing", shard, tensor, "the index puts tensor \"\(tensor)\" in this shard, but no shard has it")
+        sink.report("index-tensor-missing", shard, tensor, "the index puts tensor \"\(tensor)\" in this shard, but no shard has it")
         continue
       }
+      matched += 1
       if first.shard == shard { continue }
       let extras = extraPlaces[tensor] ?? []
       if extras.contains(where: { $0.shard == shard }) { continue }
-      report("index-wrong-shard", shard, tensor, "\(ShardIndex.fileName) puts tensor \"\(tensor)\" in this shard, but it is in \(first.shard)")
+      sink.report("index-wrong-shard", shard, tensor, "\(ShardIndex.fileName) puts tensor \"\(tensor)\" in this shard, but it is in \(first.shard)")
     }
+    // weight_map has no duplicate keys (the parser rejects them), so when every
+    // tensor found in the shards was matched, none can be missing from the index.
     let unindexed = Set(checkpoint.unindexedShards)
-    for (name, first) in tensors where index.shard(for: name) == nil {
+    let indexedShardsValid = checkpoint.shards.allSatisfy { headers[$0] != nil }
+    for (name, first) in tensors where !(indexedShardsValid && matched == tensors.count) && index.shard(for: name) == nil {
       for p in [first] + (extraPlaces[name] ?? []) where !unindexed.contains(p.shard) {
-        report("tensor-not-in-index", p.shard, name, "tensor \"\(name)\" is not in \(ShardIndex.fileName)")
+        sink.report("tensor-not-in-index", p.shard, name, "tensor \"\(name)\" is not in \(ShardIndex.fileName)")
       }
     }
     if let total = index.totalSize, headers.count == checkpoint.shards.count {
@@ -246,7 +302,7 @@ struct ValidationRun {
       let listed = index.weightMap.reduce(0) { $0 + (tensors[$1.tensor]?.info.byteCount ?? 0) }
       let fileBytes = checkpoint.shards.compactMap { sizes[$0] }.reduce(0, +)
       if ![distinct, listed, fileBytes].contains(total) {
-        report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(distinct) bytes of tensor data (\(fileBytes) bytes of files)")
+        sink.report("total-size-mismatch", ShardIndex.fileName, nil, "metadata.total_size is \(total), but the shards hold \(distinct) bytes of tensor data (\(fileBytes) bytes of files)")
       }
     }
   }
@@ -260,20 +316,21 @@ struct ValidationRun {
     }
   }
 
-  /// Splits `X.suffix` into module `X` and `suffix` for weight-like suffixes.
-  static func splitModule(_ name: String) -> (module: String, suffix: String)? {
-    guard let dot = name.lastIndex(of: ".") else { return nil }
-    let suffix = String(name[name.index(after: dot)...])
-    guard suffix.hasPrefix("weight") else { return nil }
+  /// Splits `X.suffix` into module `X` and `suffix` for weight-like suffixes
+  /// (`weight`, `weight_packed`, …); `nil` for other names.
+  static func splitModule(_ name: String) -> (module: String, suffix: Substring)? {
+    guard let dot = name.utf8.lastIndex(of: UInt8(ascii: ".")) else { return nil }
+    let suffix = name[name.utf8.index(after: dot)...]
+    guard suffix.utf8.starts(with: "weight".utf8) else { return nil }
     return (String(name[..<dot]), suffix)
   }
 
-  mutating func checkModules(_ quantization: QuantizationSource?) {
+  func checkModules(_ quantization: QuantizationSource?, into sink: ProblemSink) {
     var modules: [String: ModuleParts] = [:]
     modules.reserveCapacity(tensors.count / 2)
     for (name, place) in tensors {
       guard let (module, suffix) = Self.splitModule(name) else { continue }
-      modules[module, default: ModuleParts()][suffix] = place
+      modules[module, default: ModuleParts()][String(suffix)] = place
     }
     var ctConfig: QuantizationConfig? = nil
     var fp8Block: [Int]? = nil
@@ -286,21 +343,21 @@ struct ValidationRun {
     case nil: break
     }
     var reportedMissingConfig = false
-    for module in modules.keys.sorted() {
-      let parts = modules[module]!
+    // Order does not matter: problems are sorted once at the end.
+    for (module, parts) in modules {
       let isCT = parts.isCompressed
       if isCT {
-        quantizedModules += 1
+        sink.quantizedModules += 1
         let args: QuantizationArgs?
         if let ctConfig {
           let scheme = ctConfig.scheme(forModule: module, isLinear: DeepSeekV3Modules.isLinear(module))
           if scheme == nil {
-            report("unexpected-quantized-module", parts.any!.shard, module + ".weight_packed", "module \"\(module)\" is stored quantized, but quantization_config does not target it (or ignores it)")
+            sink.report("unexpected-quantized-module", parts.any!.shard, module + ".weight_packed", "module \"\(module)\" is stored quantized, but quantization_config does not target it (or ignores it)")
           }
           args = scheme?.weights ?? ctConfig.configGroups.first?.weights
         } else {
           if !reportedMissingConfig && !checkpoint.loadProblems.contains(where: { $0.code == "invalid-config" }) {
-            report(
+            sink.report(
               "missing-quantization-config", Checkpoint.configFileName, module + ".weight_packed",
               "compressed-tensors tensors are present but there is no compressed-tensors quantization_config; assuming 4-bit, group 32, symmetric",
               checkpoint.isSingleFile ? .warning : .error)
@@ -308,16 +365,16 @@ struct ValidationRun {
           }
           args = nil
         }
-        checkCompressedModule(module, parts, args)
+        checkCompressedModule(module, parts, args, into: sink)
       } else if let w = parts["weight"], w.info.dtype == .f8E4M3 || parts["weight_scale_inv"] != nil {
-        checkFP8Module(module, parts, block: fp8Block ?? [128, 128])
+        checkFP8Module(module, parts, block: fp8Block ?? [128, 128], into: sink)
       } else if parts["weight_scale_inv"] != nil && parts["weight"] == nil {
-        report("missing-tensor", parts["weight_scale_inv"]!.shard, module + ".weight", "\"\(module).weight_scale_inv\" has no \"\(module).weight\" beside it")
+        sink.report("missing-tensor", parts["weight_scale_inv"]!.shard, module + ".weight", "\"\(module).weight_scale_inv\" has no \"\(module).weight\" beside it")
       }
     }
   }
 
-  mutating func weightShapeValues(_ t: Located) -> [Int]? {
+  func weightShapeValues(_ t: Located) -> [Int]? {
     guard t.info.shape == [2], t.info.dtype == .i32 || t.info.dtype == .i64 else { return nil }
     guard let map = mapping(t.shard) else { return nil }
     let header = headers[t.shard]!
@@ -330,14 +387,9 @@ struct ValidationRun {
     }
   }
 
-  mutating func mapping(_ shard: String) -> MappedFile? {
-    if let m = mappings[shard] { return m }
-    guard let m = try? MappedFile(path: checkpoint.pathOf(shard)) else { return nil }
-    mappings[shard] = m
-    return m
-  }
+  func mapping(_ shard: String) -> MappedFile? { mappings[shard] }
 
-  mutating func checkCompressedModule(_ module: String, _ parts: ModuleParts, _ args: QuantizationArgs?) {
+  func checkCompressedModule(_ module: String, _ parts: ModuleParts, _ args: QuantizationArgs?, into sink: ProblemSink) {
     let numBits = args?.numBits ?? 4
     let packFactor = 32 / max(1, numBits)
     let strategy = args?.strategy ?? .group
@@ -348,32 +400,32 @@ struct ValidationRun {
     func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / max(b, 1) }
 
     if let w = parts["weight"] {
-      report("stray-weight", w.shard, name("weight"), "plain \"\(name("weight"))\" sits beside the quantized tensors of the same module")
+      sink.report("stray-weight", w.shard, name("weight"), "plain \"\(name("weight"))\" sits beside the quantized tensors of the same module")
     }
     let packed = parts["weight_packed"]
     let scale = parts["weight_scale"]
     let shapeT = parts["weight_shape"]
-    if packed == nil { report("missing-weight-packed", anyShard, name("weight_packed"), "quantized module \"\(module)\" has no weight_packed") }
-    if scale == nil { report("missing-weight-scale", anyShard, name("weight_scale"), "quantized module \"\(module)\" has no weight_scale") }
-    if shapeT == nil { report("missing-weight-shape", anyShard, name("weight_shape"), "quantized module \"\(module)\" has no weight_shape") }
+    if packed == nil { sink.report("missing-weight-packed", anyShard, name("weight_packed"), "quantized module \"\(module)\" has no weight_packed") }
+    if scale == nil { sink.report("missing-weight-scale", anyShard, name("weight_scale"), "quantized module \"\(module)\" has no weight_scale") }
+    if shapeT == nil { sink.report("missing-weight-shape", anyShard, name("weight_shape"), "quantized module \"\(module)\" has no weight_shape") }
 
     var packedOK = true
     if let p = packed {
       if p.info.dtype != .i32 {
-        report("bad-packed-dtype", p.shard, name("weight_packed"), "weight_packed is \(p.info.dtype), expected I32")
+        sink.report("bad-packed-dtype", p.shard, name("weight_packed"), "weight_packed is \(p.info.dtype), expected I32")
         packedOK = false
       } else if p.info.shape.count != 2 {
-        report("bad-packed-shape", p.shard, name("weight_packed"), "weight_packed has shape \(p.info.shape), expected rank 2 [out, ceil(in/\(packFactor))]")
+        sink.report("bad-packed-shape", p.shard, name("weight_packed"), "weight_packed has shape \(p.info.shape), expected rank 2 [out, ceil(in/\(packFactor))]")
         packedOK = false
       }
     }
     var scaleOK = true
     if let s = scale {
       if ![.bf16, .f16, .f32].contains(s.info.dtype) {
-        report("bad-scale-dtype", s.shard, name("weight_scale"), "weight_scale is \(s.info.dtype), expected BF16, F16 or F32")
+        sink.report("bad-scale-dtype", s.shard, name("weight_scale"), "weight_scale is \(s.info.dtype), expected BF16, F16 or F32")
         scaleOK = false
       } else if s.info.shape.count != 2 && strategy != .tensor {
-        report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has shape \(s.info.shape), expected rank 2")
+        sink.report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has shape \(s.info.shape), expected rank 2")
         scaleOK = false
       }
     }
@@ -382,7 +434,7 @@ struct ValidationRun {
       if let v = weightShapeValues(st), v.allSatisfy({ $0 > 0 && $0 <= 1 << 40 }) {
         dims = v
       } else {
-        report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape must be I32 or I64 of shape [2] holding [out, in] > 0; found \(st.info.dtype) \(st.info.shape)")
+        sink.report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape must be I32 or I64 of shape [2] holding [out, in] > 0; found \(st.info.dtype) \(st.info.shape)")
       }
     }
     func expectedScale(_ out: Int, _ inF: Int) -> [Int] {
@@ -399,14 +451,14 @@ struct ValidationRun {
         !scaleOK || s.info.shape == expectedScale(out, inF) || (strategy == .tensor && s.info.shape.reduce(1, *) == 1)
       } ?? true
       if !packedMatches && !scaleMatches {
-        report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape says [\(out), \(inF)], which matches neither weight_packed \(packed!.info.shape) nor weight_scale \(scale!.info.shape)")
+        sink.report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape says [\(out), \(inF)], which matches neither weight_packed \(packed!.info.shape) nor weight_scale \(scale!.info.shape)")
       } else if !packedMatches {
-        report("bad-packed-shape", packed!.shard, name("weight_packed"), "weight_packed has shape \(packed!.info.shape), expected [\(out), \(ceilDiv(inF, packFactor))] for weight_shape [\(out), \(inF)]")
+        sink.report("bad-packed-shape", packed!.shard, name("weight_packed"), "weight_packed has shape \(packed!.info.shape), expected [\(out), \(ceilDiv(inF, packFactor))] for weight_shape [\(out), \(inF)]")
       } else if !scaleMatches {
-        report("bad-scale-shape", scale!.shard, name("weight_scale"), "weight_scale has shape \(scale!.info.shape), expected \(expectedScale(out, inF)) for weight_shape [\(out), \(inF)] and \(strategy.rawValue) strategy (group \(group))")
+        sink.report("bad-scale-shape", scale!.shard, name("weight_scale"), "weight_scale has shape \(scale!.info.shape), expected \(expectedScale(out, inF)) for weight_shape [\(out), \(inF)] and \(strategy.rawValue) strategy (group \(group))")
       }
       if strategy == .group && inF % group != 0 {
-        report("bad-weight-shape", st.shard, name("weight_shape"), "input size \(inF) is not a multiple of the group size \(group)", .warning)
+        sink.report("bad-weight-shape", st.shard, name("weight_shape"), "input size \(inF) is not a multiple of the group size \(group)", .warning)
       }
       // Zero points and activation-order indices.
       let zp = parts["weight_zero_point"]
@@ -414,58 +466,58 @@ struct ValidationRun {
         if let zp {
           let want = [ceilDiv(out, packFactor), expectedScale(out, inF).last ?? 1]
           if zp.info.dtype != .i32 || zp.info.shape != want {
-            report("bad-zero-point", zp.shard, name("weight_zero_point"), "weight_zero_point is \(zp.info.dtype) \(zp.info.shape), expected I32 \(want)")
+            sink.report("bad-zero-point", zp.shard, name("weight_zero_point"), "weight_zero_point is \(zp.info.dtype) \(zp.info.shape), expected I32 \(want)")
           }
         } else {
-          report("missing-zero-point", anyShard, name("weight_zero_point"), "the scheme is asymmetric but \"\(module)\" has no weight_zero_point")
+          sink.report("missing-zero-point", anyShard, name("weight_zero_point"), "the scheme is asymmetric but \"\(module)\" has no weight_zero_point")
         }
       } else if let zp {
-        report("unexpected-zero-point", zp.shard, name("weight_zero_point"), "the scheme is symmetric but \"\(module)\" has a weight_zero_point")
+        sink.report("unexpected-zero-point", zp.shard, name("weight_zero_point"), "the scheme is symmetric but \"\(module)\" has a weight_zero_point")
       }
       let gidx = parts["weight_g_idx"]
       if args?.actorder != nil {
         if let g = gidx {
           if g.info.dtype != .i32 || g.info.shape != [inF] {
-            report("bad-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is \(g.info.dtype) \(g.info.shape), expected I32 [\(inF)]")
+            sink.report("bad-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is \(g.info.dtype) \(g.info.shape), expected I32 [\(inF)]")
           }
         } else {
-          report("missing-g-idx", anyShard, name("weight_g_idx"), "the scheme uses activation ordering but \"\(module)\" has no weight_g_idx")
+          sink.report("missing-g-idx", anyShard, name("weight_g_idx"), "the scheme uses activation ordering but \"\(module)\" has no weight_g_idx")
         }
       } else if let g = gidx {
-        report("unexpected-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is present but the scheme has no activation ordering")
+        sink.report("unexpected-g-idx", g.shard, name("weight_g_idx"), "weight_g_idx is present but the scheme has no activation ordering")
       }
     } else if dims == nil, shapeT == nil, let p = packed, let s = scale, packedOK, scaleOK, p.info.shape.first != s.info.shape.first {
-      report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has \(s.info.shape.first ?? 0) rows but weight_packed has \(p.info.shape.first ?? 0)")
+      sink.report("bad-scale-shape", s.shard, name("weight_scale"), "weight_scale has \(s.info.shape.first ?? 0) rows but weight_packed has \(p.info.shape.first ?? 0)")
     }
   }
 
-  mutating func checkFP8Module(_ module: String, _ parts: ModuleParts, block: [Int]) {
+  func checkFP8Module(_ module: String, _ parts: ModuleParts, block: [Int], into sink: ProblemSink) {
     let w = parts["weight"]
     let s = parts["weight_scale_inv"]
     guard let w else { return }
     guard w.info.dtype == .f8E4M3 else {
-      report("bad-fp8-dtype", w.shard, module + ".weight", "\"\(module).weight\" is \(w.info.dtype) but has a weight_scale_inv; expected F8_E4M3")
+      sink.report("bad-fp8-dtype", w.shard, module + ".weight", "\"\(module).weight\" is \(w.info.dtype) but has a weight_scale_inv; expected F8_E4M3")
       return
     }
     guard let s else {
-      report("missing-weight-scale-inv", w.shard, module + ".weight_scale_inv", "FP8 weight \"\(module).weight\" has no weight_scale_inv")
+      sink.report("missing-weight-scale-inv", w.shard, module + ".weight_scale_inv", "FP8 weight \"\(module).weight\" has no weight_scale_inv")
       return
     }
     let bn = block.first ?? 128
     let bk = block.count > 1 ? block[1] : bn
     guard w.info.shape.count == 2 else {
-      report("bad-shape", w.shard, module + ".weight", "FP8 block weight has shape \(w.info.shape), expected rank 2")
+      sink.report("bad-shape", w.shard, module + ".weight", "FP8 block weight has shape \(w.info.shape), expected rank 2")
       return
     }
     let want = [(w.info.shape[0] + bn - 1) / bn, (w.info.shape[1] + bk - 1) / bk]
     if s.info.dtype != .f32 || s.info.shape != want {
-      report("bad-scale-shape", s.shard, module + ".weight_scale_inv", "weight_scale_inv is \(s.info.dtype) \(s.info.shape), expected F32 \(want) for \(w.info.shape) in \(bn)×\(bk) blocks")
+      sink.report("bad-scale-shape", s.shard, module + ".weight_scale_inv", "weight_scale_inv is \(s.info.dtype) \(s.info.shape), expected F32 \(want) for \(w.info.shape) in \(bn)×\(bk) blocks")
     }
   }
 
   // MARK: Inventory
 
-  mutating func checkInventory(_ quantization: QuantizationSource?) {
+  func checkInventory(_ quantization: QuantizationSource?, into sink: ProblemSink) {
     guard let config = checkpoint.textConfig else { return }
     let prefix = tensors.keys.contains(where: { $0.hasPrefix("language_model.") }) ? "language_model." : ""
     let inventory: DeepSeekInventory
@@ -473,10 +525,10 @@ struct ValidationRun {
       guard let inv = try DeepSeekInventory(config: config, prefix: prefix) else { return }
       inventory = inv
     } catch {
-      problems.append(contentsOf: error.problems)
+      sink.problems.append(contentsOf: error.problems)
       return
     }
-    inventoryChecked = true
+    sink.inventoryChecked = true
     var ct: QuantizationConfig? = nil
     if case .compressedTensors(_, let c) = quantization { ct = c }
     for linear in inventory.linears {
@@ -485,43 +537,43 @@ struct ValidationRun {
       let packedPresent = tensors[n + ".weight_packed"] != nil
       if let w = tensors[n + ".weight"], !packedPresent {
         if quantizedExpected {
-          report("not-quantized", w.shard, n + ".weight", "quantization_config targets \"\(n)\" but it is stored as a plain \(w.info.dtype) weight")
+          sink.report("not-quantized", w.shard, n + ".weight", "quantization_config targets \"\(n)\" but it is stored as a plain \(w.info.dtype) weight")
         }
         if w.info.shape != [linear.outFeatures, linear.inFeatures] {
-          report("bad-shape", w.shard, n + ".weight", "shape \(w.info.shape), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+          sink.report("bad-shape", w.shard, n + ".weight", "shape \(w.info.shape), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
         }
       } else if let st = tensors[n + ".weight_shape"] {
         if let v = weightShapeValues(st), v != [linear.outFeatures, linear.inFeatures] {
-          report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+          sink.report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
         }
       } else if tensors[n + ".weight_packed"] == nil && tensors[n + ".weight_scale"] == nil {
         let expectedName = n + (quantizedExpected ? ".weight_packed" : ".weight")
         let shard = checkpoint.index?.shard(for: expectedName)
         if let shard, headers[shard] == nil { continue }  // its shard is missing or broken: reported already
-        report("missing-tensor", shard, expectedName, "config.json implies \"\(expectedName)\" but no shard has it")
+        sink.report("missing-tensor", shard, expectedName, "config.json implies \"\(expectedName)\" but no shard has it")
       }
     }
     for (name, shape) in inventory.tensors {
       guard let t = tensors[name] else {
         if let shard = checkpoint.index?.shard(for: name), headers[shard] == nil { continue }
-        report("missing-tensor", checkpoint.index?.shard(for: name), name, "config.json implies \"\(name)\" but no shard has it")
+        sink.report("missing-tensor", checkpoint.index?.shard(for: name), name, "config.json implies \"\(name)\" but no shard has it")
         continue
       }
       if let shape, t.info.shape != shape {
-        report("bad-shape", t.shard, name, "shape \(t.info.shape), but config.json implies \(shape)")
+        sink.report("bad-shape", t.shard, name, "shape \(t.info.shape), but config.json implies \(shape)")
       }
     }
     let layerLimit = inventory.layerCount + inventory.extraLayerCount
     for (name, place) in tensors where name.hasPrefix(prefix + "model.layers.") {
       let shard = place.shard
       guard let layer = DeepSeekInventory.layerIndex(of: name) else {
-        report("unexpected-tensor", shard, name, "cannot read a layer number in \"\(name)\"")
+        sink.report("unexpected-tensor", shard, name, "cannot read a layer number in \"\(name)\"")
         continue
       }
       if layer >= layerLimit {
-        report("unexpected-tensor", shard, name, "layer \(layer) is beyond num_hidden_layers = \(inventory.layerCount)" + (inventory.extraLayerCount > 0 ? " + \(inventory.extraLayerCount) MTP layers" : ""))
+        sink.report("unexpected-tensor", shard, name, "layer \(layer) is beyond num_hidden_layers = \(inventory.layerCount)" + (inventory.extraLayerCount > 0 ? " + \(inventory.extraLayerCount) MTP layers" : ""))
       } else if let e = DeepSeekInventory.expertIndex(of: name), e >= inventory.routedExperts {
-        report("unexpected-tensor", shard, name, "expert \(e) is beyond n_routed_experts = \(inventory.routedExperts)")
+        sink.report("unexpected-tensor", shard, name, "expert \(e) is beyond n_routed_experts = \(inventory.routedExperts)")
       }
     }
   }

@@ -58,12 +58,17 @@ struct BenchMemcpy: ParsableCommand {
     memset(a, 1, n)
     memset(b, 2, n)
     var best = Double.infinity
-    for _ in 0..<5 {
+    var check = 0
+    for k in 0..<5 {
+      // Alternate direction and read the destination, so the copy cannot be elided.
+      let (dst, src) = k % 2 == 0 ? (b, a) : (a, b)
+      (src + (k * 4099) % n).storeBytes(of: UInt8(truncatingIfNeeded: k), as: UInt8.self)
       let t0 = now()
-      memcpy(b, a, n)
+      memcpy(dst, src, n)
       best = min(best, now() - t0)
+      check &+= Int(dst.load(fromByteOffset: (k * 4099) % n, as: UInt8.self))
     }
-    print("memcpy: \(Format.rate(Double(n) / best)) (\(mib) MiB buffers, one core)")
+    print("memcpy: \(Format.rate(Double(n) / best)) (\(mib) MiB buffers, one core; check \(check))")
   }
 }
 

@@ -23,6 +23,12 @@ func loadCheckpoint(_ path: String) throws -> Checkpoint {
   }
 }
 
+/// Flushes standard output and exits with `status`, skipping teardown.
+func exitFlushing(_ status: Int32) -> Never {
+  fflush(nil)
+  exit(status)
+}
+
 /// Writes to standard error.
 func printError(_ text: String) {
   var s = text

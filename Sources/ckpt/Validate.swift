@@ -42,6 +42,8 @@ struct Validate: ParsableCommand {
   func run() throws {
     let checkpoint = try loadCheckpoint(path)
     var options = ValidationOptions(scanData: data, checksumsFile: checksums, jobs: jobs)
+    options.skipTeardown = true
+    Teardown.keep(checkpoint)
     var progress: ProgressReporter? = nil
     if data || checksums != nil {
       let total = (checkpoint.shards + checkpoint.unindexedShards).compactMap { FileSystem.fileSize(checkpoint.pathOf($0)) }.reduce(0, +)
@@ -58,7 +60,9 @@ struct Validate: ParsableCommand {
     } else {
       print(Self.text(report, seconds: seconds), terminator: "")
     }
-    if !report.isValid { throw ExitCode.failure }
+    // Exit now: freeing the checkpoint's tables would only cost time.
+    Teardown.keep(report)
+    exitFlushing(report.isValid ? 0 : 1)
   }
 
   static func json(_ r: ValidationReport, seconds: Double) -> JSONValue {
