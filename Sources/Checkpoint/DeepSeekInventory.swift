@@ -69,6 +69,11 @@ public struct DeepSeekInventory: Sendable {
     let vDim = try int("v_head_dim")
     let qRank: Int? = config["q_lora_rank"].flatMap { $0.isNull ? nil : $0 } == nil ? nil : try int("q_lora_rank")
     let nextn = try int("num_nextn_predict_layers", default: 0, min: 0)
+    // A hostile config must not make the inventory enumerate billions of names
+    // (Kimi K2: 61 layers × 384 experts).
+    guard layers <= 4096, experts <= 65_536, layers * (3 * experts + 16) <= 20_000_000 else {
+      throw CheckpointError("invalid-config", file: Checkpoint.configFileName, "num_hidden_layers = \(layers) and n_routed_experts = \(experts) imply more tensors than any real model has (limit: 4096 layers, 65536 experts, 20 million Linears)")
+    }
     let tied = config["tie_word_embeddings"]?.boolValue ?? false
     let noaux = (config["topk_method"]?.stringValue ?? "noaux_tc") == "noaux_tc"
 

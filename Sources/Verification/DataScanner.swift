@@ -46,6 +46,11 @@ enum DataScanner {
     for s in shards {
       do {
         let m = try MappedFile(path: s.path)
+        guard m.count == s.header.fileSize else {
+          problems.append(Problem("file-changed", file: s.name, "the file is \(m.count) bytes now but was \(s.header.fileSize) when its header was read; it changed during validation"))
+          maps.append(nil)
+          continue
+        }
         m.adviseSequential()
         maps.append(m)
       } catch {
@@ -63,10 +68,8 @@ enum DataScanner {
         continue
       }
       for t in s.header.tensors where t.name.hasSuffix(".weight_shape") && t.shape == [2] && (t.dtype == .i32 || t.dtype == .i64) {
-        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(range(s.header, t, 0..<2)) { raw in
-          t.dtype == .i32
-            ? (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            : (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(range(s.header, t, 0..<2)) {
+          decodeWeightShape($0, t.dtype)
         }
       }
       weightShapes.append(shapes)
@@ -116,7 +119,7 @@ enum DataScanner {
           if let f = finding.first { finding.first = (f.index + item.elements.lowerBound, f.bits) }
         } else if t.dtype == .i32, t.shape.count == 2,
           let dims = frozenShapes[item.shard][String(t.name.dropLast(".weight_packed".count))],
-          dims[1] % 8 != 0, t.shape == [dims[0], (dims[1] + 7) / 8]
+          dims.allSatisfy({ $0 > 0 }), dims[1] % 8 != 0, t.shape == [dims[0], (dims[1] + 7) / 8]
         {
           finding.badPaddingRows = PackedInt4Scan.countNonzeroPadding(raw, rows: dims[0], columns: dims[1])
         }
@@ -156,6 +159,13 @@ enum DataScanner {
       }
     }
     return (problems, scanned)
+  }
+
+  /// The two values of a `weight_shape` tensor stored as I32 or I64.
+  static func decodeWeightShape(_ raw: UnsafeRawBufferPointer, _ dtype: DType) -> [Int] {
+    dtype == .i32
+      ? (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+      : (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
   }
 
   static func isScale(_ name: String) -> Bool {

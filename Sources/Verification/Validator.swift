@@ -182,7 +182,10 @@ struct ValidationRun {
   mutating func execute() -> ValidationReport {
     problems.append(contentsOf: checkpoint.loadProblems)
     readHeaders()
-    for name in headers.keys { mappings[name] = try? MappedFile(path: checkpoint.pathOf(name)) }
+    for (name, header) in headers {
+      // A file that changed size since its header was read is not mapped (reads would fault).
+      if let m = try? MappedFile(path: checkpoint.pathOf(name)), m.count == header.fileSize { mappings[name] = m }
+    }
     let quantization = loadQuantization()
     // The three structural phases only read the tables: run them concurrently.
     let run = self
@@ -379,12 +382,7 @@ struct ValidationRun {
     guard let map = mapping(t.shard) else { return nil }
     let header = headers[t.shard]!
     let range = (header.dataStart + t.info.begin)..<(header.dataStart + t.info.end)
-    return map.withBytes(range) { raw in
-      if t.info.dtype == .i32 {
-        return (0..<2).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-      }
-      return (0..<2).map { Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
-    }
+    return map.withBytes(range) { DataScanner.decodeWeightShape($0, t.info.dtype) }
   }
 
   func mapping(_ shard: String) -> MappedFile? { mappings[shard] }

@@ -141,3 +141,47 @@ struct LayoutTests {
     #expect(inv.linears.first { $0.name == "model.layers.1.mlp.experts.3.down_proj" }.map { [$0.outFeatures, $0.inFeatures] } == [256, 96])
   }
 }
+
+@Suite("Checkpoint mutation")
+struct CheckpointMutationTests {
+  @Test("Random damage to shards, index and config never crashes the validator", .timeLimit(.minutes(3)))
+  func mutations() throws {
+    let source = TestPaths.fixture("malformed/checkpoints/valid-micro")
+    let dir = TemporaryDirectory()
+    defer { dir.remove() }
+    let root = dir.file("ck")
+    try copyTree(source, to: root)
+    let files = ["model-00001-of-000002.safetensors", "model-00002-of-000002.safetensors", "model.safetensors.index.json", "config.json"]
+    let originals = try files.map { try readFile(root + "/" + $0) }
+    var rng = SeededRandom(seed: 0xBADC0DE)
+    var invalid = 0
+    let rounds = 1000
+    for _ in 0..<rounds {
+      let k = Int(rng.next() % UInt64(files.count))
+      var b = originals[k]
+      switch rng.next() % 4 {
+      case 0:
+        for _ in 0..<(1 + Int(rng.next() % 3)) {
+          let i = Int(rng.next() % UInt64(b.count))
+          b[i] ^= UInt8(truncatingIfNeeded: 1 << (rng.next() % 8))
+        }
+      case 1: b.removeLast(Int(rng.next() % UInt64(b.count)))
+      case 2:
+        // Damage the JSON part: the header of a shard, or anywhere in a JSON file.
+        let limit = k < 2 ? min(b.count, 2048) : b.count
+        let i = Int(rng.next() % UInt64(limit))
+        b[i] = Array("0123456789-{}[]\",:".utf8)[Int(rng.next() % 18)]
+      default:
+        // A plausible but wrong number in the data of weight_shape or a scale.
+        let i = Int(rng.next() % UInt64(b.count))
+        b[i] = UInt8(truncatingIfNeeded: rng.next())
+      }
+      try writeFile(root + "/" + files[k], b)
+      let report = Validator.validate(try Checkpoint.load(root), options: ValidationOptions(scanData: true))
+      if !report.isValid { invalid += 1 }
+      for p in report.problems where p.severity == .error { #expect(!p.code.isEmpty && !p.message.isEmpty) }
+      try writeFile(root + "/" + files[k], originals[k])
+    }
+    #expect(invalid > rounds / 2)
+  }
+}
