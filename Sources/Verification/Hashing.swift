@@ -1,6 +1,7 @@
 import Checkpoint
 import Crypto
 import SafeTensors
+import StrictJSON
 
 /// SHA-256 digests of shards and tensors, and `sha256sum`-format manifests.
 public enum Hashing {
@@ -67,6 +68,29 @@ public enum Hashing {
       entries.append(ChecksumEntry(digest: String(decoding: chars[0..<64], as: UTF8.self).lowercased(), name: String(decoding: chars[66...], as: UTF8.self)))
     }
     return entries
+  }
+
+  /// Parses the JSON written by `ckpt hash --tensors`:
+  /// `{"shards": {name: digest}, "tensors": {name: {"sha256": digest, …}}}`.
+  ///
+  /// - Returns: The shard entries and the per-tensor digests.
+  /// - Throws: ``CheckpointError`` (`invalid-checksums`).
+  public static func parseTensorManifest(_ bytes: [UInt8], file: String) throws(CheckpointError) -> ([ChecksumEntry], [String: String]) {
+    func bad(_ why: String) -> CheckpointError { CheckpointError("invalid-checksums", file: file, why) }
+    let root: JSONValue
+    do { root = try JSONParser.parse(bytes) } catch { throw bad("not valid JSON: \(error)") }
+    guard let shards = root["shards"]?.objectValue else { throw bad("missing \"shards\" object") }
+    var entries: [ChecksumEntry] = []
+    for (name, v) in shards.members {
+      guard let d = v.stringValue, d.utf8.count == 64 else { throw bad("shard \"\(name)\" has no 64-digit SHA-256") }
+      entries.append(ChecksumEntry(digest: d.lowercased(), name: name))
+    }
+    var tensors: [String: String] = [:]
+    for (name, v) in root["tensors"]?.objectValue?.members ?? [] {
+      guard let d = v["sha256"]?.stringValue, d.utf8.count == 64 else { throw bad("tensor \"\(name)\" has no 64-digit SHA-256") }
+      tensors[name] = d.lowercased()
+    }
+    return (entries, tensors)
   }
 
   /// A `sha256sum`-compatible manifest: `<hex>  <name>` lines.

@@ -590,8 +590,14 @@ struct ValidationRun {
 
   mutating func checkChecksums(_ file: String) {
     let entries: [Hashing.ChecksumEntry]
+    var tensorDigests: [String: String] = [:]
     do {
-      entries = try Hashing.parseChecksums(try FileSystem.readAll(file), file: file)
+      let bytes = try FileSystem.readAll(file)
+      if bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x09 && $0 != 0x0D }) == UInt8(ascii: "{") {
+        (entries, tensorDigests) = try Hashing.parseTensorManifest(bytes, file: file)
+      } else {
+        entries = try Hashing.parseChecksums(bytes, file: file)
+      }
     } catch let e as CheckpointError {
       problems.append(contentsOf: e.problems)
       return
@@ -628,6 +634,15 @@ struct ValidationRun {
         hashedBytes += FileSystem.fileSize(checkpoint.pathOf(name)) ?? 0
         if digest != expected[name] {
           report("checksum-mismatch", name, nil, "SHA-256 is \(digest), expected \(expected[name]!)")
+          if !tensorDigests.isEmpty, let header = headers[name], let map = mappings[name] {
+            for t in header.tensors {
+              guard let want = tensorDigests[t.name] else { continue }
+              let got = map.withBytes((header.dataStart + t.begin)..<(header.dataStart + t.end)) { Hashing.sha256($0) }
+              if got != want {
+                report("tensor-checksum-mismatch", name, t.name, "tensor \"\(t.name)\" SHA-256 is \(got), expected \(want)")
+              }
+            }
+          }
         }
       case .failure(let e):
         report("io-error", name, nil, e.message)

@@ -14,7 +14,8 @@ struct Validate: ParsableCommand {
       the shards, compressed-tensors completeness per quantized module, and config.json against \
       the tensors present (DeepSeek-V3 / Kimi family).
       --data also scans all tensor data (NaN/Inf, zero or negative scales, padding nibbles).
-      --checksums FILE compares each shard's SHA-256 with a sha256sum-format file.
+      --checksums FILE compares each shard's SHA-256 with a sha256sum-format file, or with the JSON \
+      written by `ckpt hash --tensors`, which also names the tensors that changed.
       Exit status: 0 valid, 1 problems found, 64 usage error.
       """)
 
@@ -24,7 +25,7 @@ struct Validate: ParsableCommand {
   @Flag(help: "Scan all tensor data for NaN/Inf, bad scales and non-zero padding.")
   var data = false
 
-  @Option(help: "A sha256sum-format file with the expected digest of each shard.")
+  @Option(help: "Expected digests: a sha256sum-format file, or the JSON of `ckpt hash --tensors` (then a mismatching shard's changed tensors are named).")
   var checksums: String?
 
   @Option(help: "Threads for per-shard work (default: all cores).")

@@ -109,3 +109,33 @@ struct CLITests {
     }
   }
 }
+
+@Suite("ckpt per-tensor checksums")
+struct TensorChecksumTests {
+  @Test("A same-size bit flip is caught by hash and the tensor manifest names the tensor")
+  func namesFlippedTensor() throws {
+    let dir = TemporaryDirectory()
+    defer { dir.remove() }
+    let root = dir.file("ck")
+    try copyTree(TestPaths.fixture("kimi-k2-tiny"), to: root)
+    let manifest = dir.file("tensors.json")
+    #expect(try runCkpt(["hash", root, "--tensors", "-o", manifest]).status == 0)
+    // Flip one bit inside a routed expert's scale in shard 2 (same size, headers still valid).
+    let expected = try JSONParser.parse(try readFile(TestPaths.fixture("kimi-k2-tiny.expected.json")))
+    let name = "model.layers.1.mlp.experts.2.up_proj.weight_scale"
+    let info = try #require(expected["tensors"]?[name])
+    let shard = try #require(info["shard"]?.stringValue)
+    let begin = try #require(info["data_offsets"]?.arrayValue?.first?.intValue)
+    let headerLength = try #require(expected["shards"]?[shard]?["header_length"]?.intValue)
+    var bytes = try readFile(root + "/" + shard)
+    bytes[8 + headerLength + begin + 3] ^= 0x01
+    try writeFile(root + "/" + shard, bytes)
+    #expect(try runCkpt(["validate", root]).status == 0)
+    let r = try runCkpt(["validate", root, "--checksums", manifest])
+    #expect(r.status == 1)
+    #expect(r.stdout.contains("[checksum-mismatch]"))
+    let line = r.stdout.split(separator: "\n").first { $0.contains("[tensor-checksum-mismatch]") }
+    #expect(line?.contains(name) == true, "\(r.stdout)")
+    #expect(r.stdout.split(separator: "\n").filter { $0.contains("[tensor-checksum-mismatch]") }.count == 1)
+  }
+}
