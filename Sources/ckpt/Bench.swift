@@ -12,7 +12,7 @@ import StrictJSON
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Measure throughput on this machine and make synthetic benchmark inputs.",
-    subcommands: [BenchHeader.self, BenchMemcpy.self, MakeK2.self, MakeShard.self])
+    subcommands: [BenchHeader.self, BenchMemcpy.self, BenchKernels.self, MakeK2.self, MakeShard.self])
 }
 
 /// Times parsing a synthetic safetensors header with many tensors.
