@@ -8,7 +8,7 @@ import Dispatch
 /// (``convertRow(_:from:to:count:into:)``) that gives bit-identical results:
 ///
 /// * FP32 → BF16, F16, E4M3FN, E5M2, E8M0: 16 lanes of `UInt32` integer
-///   arithmetic with branch-free masks; the only floating-point operation is one
+///   arithmetic with branch-free masks. F16, E4M3FN and E5M2 also use one FP32
 ///   addition that rounds subnormal results (`x + 2ᵏ` rounds to nearest even in
 ///   the default rounding mode, like the reference's integer rounding).
 /// * BF16, F16 → FP32: 16 lanes of integer arithmetic (F16 subnormals through

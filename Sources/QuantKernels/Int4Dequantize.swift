@@ -298,7 +298,7 @@ public struct Int4Layout: Sendable, Equatable {
 ///
 /// **Non-finite scales** never trap: a NaN scale, or an infinite scale times
 /// `q − zp = 0`, gives NaN, written as the canonical code of the output format
-/// (FP32 `0x7FC00000`, BF16 `0xFFFF` as torch's CPU conversion writes it, FP16
+/// (FP32 `0x7FC00000`, BF16 ``BFloat16/nanCode`` (`0x7FC0`, the policy of Docs/NUMERICS.md), FP16
 /// `0x7E00`); an infinite scale otherwise gives ±inf.
 ///
 /// **Counts** (``Int4DequantizeCounts``): `inexact` counts elements with a finite
@@ -321,9 +321,13 @@ public struct Int4Layout: Sendable, Equatable {
 /// ``row(packed:columns:scales:scaleType:zeroPoints:groupSize:groupIndex:output:outputType:)``
 /// vectorizes runs of elements that share a scale (32 elements per step) for FP32
 /// and FP16 outputs with BF16 or FP16 scales and BF16 output with BF16 scales, when
-/// the scale is finite and `|s| < 2¹²⁴`. Everything else (FP32 scales, BF16 output
-/// with FP16 scales, huge or non-finite scales, unaligned run ends) takes the
-/// scalar element function, so results are identical to ``rowReference(packed:columns:scales:scaleType:zeroPoints:groupSize:groupIndex:output:outputType:)``
+/// the scale is finite and `|s| < 2¹²⁴` (FP16 output: also `|s| ≥ 2⁻¹⁴` and
+/// `max|q − zp|·|s| ≤ 65504`, so every nonzero product is an FP16 normal). Group
+/// sizes that are multiples of 32 run as one loop over the row's groups. Everything
+/// else (FP32 scales, BF16 output with FP16 scales, out-of-range or non-finite
+/// scales, run heads and tails off the 32-element grid, `g_idx` runs shorter than 32)
+/// takes the scalar element function, so results are identical to
+/// ``rowReference(packed:columns:scales:scaleType:zeroPoints:groupSize:groupIndex:output:outputType:)``
 /// bit for bit, and so are the counts.
 public enum Int4Dequantize {
   /// Scalar reference for one element: the contract of this type, written plainly.
@@ -472,7 +476,8 @@ public enum Int4Dequantize {
   /// Row `r` uses scale row `r` (row 0 for the tensor strategy) and zero points
   /// unpacked on the fly from `zeroPoints`, packed along dimension 0
   /// (``Int4Packing/unpackZeroPoint(_:row:group:groups:)``). Results and counts
-  /// do not depend on `threads`. Allocates nothing on the heap.
+  /// do not depend on `threads`. Nothing is allocated per row: each thread has one
+  /// scratch buffer of `groupsPerRow` zero points (stack-allocated when small).
   ///
   /// - Parameters:
   ///   - layout: A validated layout.
@@ -719,13 +724,101 @@ public enum Int4Dequantize {
   /// operations only: mask selects (`replacing(with:where:)`) and `SIMDMask`
   /// values lower to per-lane code, and 16-lane conversions are not inlined, so
   /// the work is done on `SIMD4` quarters, whose widening and `Int32 → Float`
-  /// conversions compile to `punpck*` and `cvtdq2ps`.
+  /// conversions compile to `punpck*` and `cvtdq2ps` on baseline x86-64.
   ///
   /// Byte `k` splits into `lo` (element `2k`) and `hi` (element `2k + 1`). For
   /// 16-bit outputs, a 32-bit lane holding `lo`'s code in its low half and `hi`'s
   /// in its high half is exactly two consecutive elements, so no shuffle is needed.
   private enum Vector {
     typealias Quarters = (SIMD4<UInt8>, SIMD4<UInt8>, SIMD4<UInt8>, SIMD4<UInt8>)
+
+    /// Per-lane counts of a vector run. (The vector paths take only scales whose
+    /// outputs are all finite, so there is no non-finite count.) A lane gains at
+    /// most 8 per chunk; a row would need 2^29 chunks to wrap.
+    typealias Tally = SIMD4<UInt32>
+
+    /// One span of `32·chunks` elements, any output.
+    static func run(
+      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, chunks: Int, offset: Float, scale: Float,
+      outputType: Int4OutputType
+    ) -> Int4DequantizeCounts {
+      var t = Tally(repeating: 0)
+      let off = SIMD4<Float>(repeating: offset)
+      let s = SIMD4<Float>(repeating: scale)
+      var p = src
+      var d = dst
+      for _ in 0..<chunks {
+        switch outputType {
+        case .f32: f32(p, d, off, s)
+        case .bf16: bf16(p, d, off, s, &t)
+        case .f16: f16(p, d, off, s, &t)
+        }
+        p += 16
+        d += 32 * outputType.byteSize
+      }
+      return Int4DequantizeCounts(inexact: Int(t.wrappedSum()))
+    }
+
+    /// Whole groups `0..<groups` of `32·chunks` elements each, with per-group
+    /// scales and zero points; groups whose scale the vectors cannot take go
+    /// through the scalar element function. The loop is written out once per
+    /// output type: passed as a closure, the chunk body was not inlined.
+    static func groups(
+      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, groups: Int, chunks: Int,
+      scales: UnsafeRawPointer, scaleType: Int4ScaleType, zeroPoints: UnsafePointer<Int8>?,
+      outputType: Int4OutputType
+    ) -> Int4DequantizeCounts {
+      var t = Tally(repeating: 0)
+      var slow = Int4DequantizeCounts()
+      let n = 32 &* chunks
+      var p = src
+      var d = dst
+      switch outputType {
+      case .f32:
+        for g in 0..<groups {
+          let zp = zeroPoints?[g] ?? 0
+          let sBits = scaleBits(scales, g, scaleType)
+          if let s = vectorScale(sBits, scaleType, .f32, zp) {
+            let off = SIMD4<Float>(repeating: Float(8 &+ Int(zp)))
+            let sv = SIMD4<Float>(repeating: s)
+            for k in 0..<chunks { f32(p + 16 &* k, d + 128 &* k, off, sv) }
+          } else {
+            slow += scalar(src, n &* g, n &* (g &+ 1), sBits, scaleType, zp, dst, .f32)
+          }
+          p += 16 &* chunks
+          d += 128 &* chunks
+        }
+      case .bf16:
+        for g in 0..<groups {
+          let zp = zeroPoints?[g] ?? 0
+          let sBits = scaleBits(scales, g, scaleType)
+          if let s = vectorScale(sBits, scaleType, .bf16, zp) {
+            let off = SIMD4<Float>(repeating: Float(8 &+ Int(zp)))
+            let sv = SIMD4<Float>(repeating: s)
+            for k in 0..<chunks { bf16(p + 16 &* k, d + 64 &* k, off, sv, &t) }
+          } else {
+            slow += scalar(src, n &* g, n &* (g &+ 1), sBits, scaleType, zp, dst, .bf16)
+          }
+          p += 16 &* chunks
+          d += 64 &* chunks
+        }
+      case .f16:
+        for g in 0..<groups {
+          let zp = zeroPoints?[g] ?? 0
+          let sBits = scaleBits(scales, g, scaleType)
+          if let s = vectorScale(sBits, scaleType, .f16, zp) {
+            let off = SIMD4<Float>(repeating: Float(8 &+ Int(zp)))
+            let sv = SIMD4<Float>(repeating: s)
+            for k in 0..<chunks { f16(p + 16 &* k, d + 64 &* k, off, sv, &t) }
+          } else {
+            slow += scalar(src, n &* g, n &* (g &+ 1), sBits, scaleType, zp, dst, .f16)
+          }
+          p += 16 &* chunks
+          d += 64 &* chunks
+        }
+      }
+      return Int4DequantizeCounts(inexact: Int(t.wrappedSum())) + slow
+    }
 
     /// The low and high nibbles of 16 bytes, as four 4-byte quarters each.
     @inline(__always)
@@ -746,102 +839,28 @@ public enum Int4Dequantize {
       unsafeBitCast(product(n, offset, scale), to: SIMD4<UInt32>.self)
     }
 
-    /// Accumulated per-lane counts of a vector run.
-    /// (The vector paths take only scales whose outputs are all finite.)
-    struct Tally {
-      var inexact = SIMD4<UInt32>(repeating: 0)
-      var counts: Int4DequantizeCounts { Int4DequantizeCounts(inexact: Int(inexact.wrappedSum())) }
-    }
-
-    /// One span of `32·chunks` elements, any output.
-    static func run(
-      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, chunks: Int, offset: Float, scale: Float,
-      outputType: Int4OutputType
-    ) -> Int4DequantizeCounts {
-      var t = Tally()
-      let off = SIMD4<Float>(repeating: offset)
-      let s = SIMD4<Float>(repeating: scale)
-      // Lane counters gain at most 8 per chunk; rows are far below 2^29 chunks.
-      switch outputType {
-      case .f32: f32(src, dst, chunks: chunks, off, s)
-      case .bf16: bf16(src, dst, chunks: chunks, off, s, &t)
-      case .f16: f16(src, dst, chunks: chunks, off, s, &t)
-      }
-      return t.counts
-    }
-
-    /// Whole groups `0..<groups` of `32·chunks` elements each, with per-group
-    /// scales and zero points; groups whose scale the vectors cannot take go
-    /// through the scalar element function.
-    static func groups(
-      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, groups: Int, chunks: Int,
-      scales: UnsafeRawPointer, scaleType: Int4ScaleType, zeroPoints: UnsafePointer<Int8>?,
-      outputType: Int4OutputType
-    ) -> Int4DequantizeCounts {
-      switch outputType {
-      case .f32:
-        return loop(src, dst, groups, chunks, scales, scaleType, zeroPoints, .f32) { s, d, off, sc, _ in
-          f32(s, d, chunks: chunks, off, sc)
-        }
-      case .bf16:
-        return loop(src, dst, groups, chunks, scales, scaleType, zeroPoints, .bf16) { s, d, off, sc, t in
-          bf16(s, d, chunks: chunks, off, sc, &t)
-        }
-      case .f16:
-        return loop(src, dst, groups, chunks, scales, scaleType, zeroPoints, .f16) { s, d, off, sc, t in
-          f16(s, d, chunks: chunks, off, sc, &t)
-        }
-      }
-    }
-
+    /// 32 FP32 outputs (128 bytes) from 16 packed bytes.
     @inline(__always)
-    static func loop(
-      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ groups: Int, _ chunks: Int,
-      _ scales: UnsafeRawPointer, _ scaleType: Int4ScaleType, _ zeroPoints: UnsafePointer<Int8>?,
-      _ outputType: Int4OutputType,
-      _ body: (UnsafeRawPointer, UnsafeMutableRawPointer, SIMD4<Float>, SIMD4<Float>, inout Tally) -> Void
-    ) -> Int4DequantizeCounts {
-      var t = Tally()
-      var slow = Int4DequantizeCounts()
-      let n = 32 * chunks
-      let outBytes = n * outputType.byteSize
-      for g in 0..<groups {
-        let sBits = scaleBits(scales, g, scaleType)
-        let zp = zeroPoints?[g] ?? 0
-        if let s = vectorScale(sBits, scaleType, outputType, zp) {
-          body(
-            src + 16 * chunks * g, dst + outBytes * g, SIMD4(repeating: Float(8 + Int(zp))), SIMD4(repeating: s), &t)
-        } else {
-          slow += scalar(src, n * g, n * (g + 1), sBits, scaleType, zp, dst, outputType)
-        }
-      }
-      return t.counts + slow
-    }
-
-    @inline(__always)
-    static func f32(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, chunks: Int, _ off: SIMD4<Float>, _ s: SIMD4<Float>) {
-      for k in 0..<chunks {
-        let v = src.loadUnaligned(fromByteOffset: 16 * k, as: SIMD16<UInt8>.self)
-        let lo = v & 0x0F
-        let hi = v &>> 4
-        // Interleave to element order (compiles to punpcklbw / punpckhbw).
-        let x0 = SIMD16<UInt8>(
-          lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3], lo[4], hi[4], lo[5], hi[5], lo[6], hi[6], lo[7], hi[7])
-        let x1 = SIMD16<UInt8>(
-          lo[8], hi[8], lo[9], hi[9], lo[10], hi[10], lo[11], hi[11],
-          lo[12], hi[12], lo[13], hi[13], lo[14], hi[14], lo[15], hi[15])
-        let q0 = unsafeBitCast(x0, to: Quarters.self)
-        let q1 = unsafeBitCast(x1, to: Quarters.self)
-        let d = dst + 128 * k
-        d.storeBytes(of: product(q0.0, off, s), toByteOffset: 0, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q0.1, off, s), toByteOffset: 16, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q0.2, off, s), toByteOffset: 32, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q0.3, off, s), toByteOffset: 48, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q1.0, off, s), toByteOffset: 64, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q1.1, off, s), toByteOffset: 80, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q1.2, off, s), toByteOffset: 96, as: SIMD4<Float>.self)
-        d.storeBytes(of: product(q1.3, off, s), toByteOffset: 112, as: SIMD4<Float>.self)
-      }
+    static func f32(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ off: SIMD4<Float>, _ s: SIMD4<Float>) {
+      let v = src.loadUnaligned(as: SIMD16<UInt8>.self)
+      let lo = v & 0x0F
+      let hi = v &>> 4
+      // Interleave to element order (compiles to punpcklbw / punpckhbw).
+      let x0 = SIMD16<UInt8>(
+        lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3], lo[4], hi[4], lo[5], hi[5], lo[6], hi[6], lo[7], hi[7])
+      let x1 = SIMD16<UInt8>(
+        lo[8], hi[8], lo[9], hi[9], lo[10], hi[10], lo[11], hi[11],
+        lo[12], hi[12], lo[13], hi[13], lo[14], hi[14], lo[15], hi[15])
+      let q0 = unsafeBitCast(x0, to: Quarters.self)
+      let q1 = unsafeBitCast(x1, to: Quarters.self)
+      dst.storeBytes(of: product(q0.0, off, s), toByteOffset: 0, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q0.1, off, s), toByteOffset: 16, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q0.2, off, s), toByteOffset: 32, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q0.3, off, s), toByteOffset: 48, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q1.0, off, s), toByteOffset: 64, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q1.1, off, s), toByteOffset: 80, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q1.2, off, s), toByteOffset: 96, as: SIMD4<Float>.self)
+      dst.storeBytes(of: product(q1.3, off, s), toByteOffset: 112, as: SIMD4<Float>.self)
     }
 
     /// RNE of exact finite FP32 products to BF16 in the upper 16 bits.
@@ -852,27 +871,28 @@ public enum Int4Dequantize {
     @inline(__always)
     static func lostBF16(_ b: SIMD4<UInt32>) -> SIMD4<UInt32> { ((b & 0xFFFF) &+ 0xFFFF) &>> 16 }
 
+    /// Eight BF16 outputs (16 bytes) from the quarters of low and high nibbles.
     @inline(__always)
-    static func bf16(
-      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, chunks: Int, _ off: SIMD4<Float>, _ s: SIMD4<Float>,
+    static func bf16Eight(
+      _ l: SIMD4<UInt8>, _ h: SIMD4<UInt8>, _ dst: UnsafeMutableRawPointer, _ off: SIMD4<Float>, _ s: SIMD4<Float>,
       _ t: inout Tally
     ) {
-      var inexact = t.inexact
-      for k in 0..<chunks {
-        let (lo, hi) = split(src + 16 * k)
-        @inline(__always) func eight(_ l: SIMD4<UInt8>, _ h: SIMD4<UInt8>, _ j: Int) {
-          let a = bits(l, off, s)
-          let b = bits(h, off, s)
-          let out = (roundBF16(a) &>> 16) | (roundBF16(b) & 0xFFFF_0000)
-          dst.storeBytes(of: out, toByteOffset: 64 * k + 16 * j, as: SIMD4<UInt32>.self)
-          inexact &+= lostBF16(a) &+ lostBF16(b)
-        }
-        eight(lo.0, hi.0, 0)
-        eight(lo.1, hi.1, 1)
-        eight(lo.2, hi.2, 2)
-        eight(lo.3, hi.3, 3)
-      }
-      t.inexact = inexact
+      let a = bits(l, off, s)
+      let b = bits(h, off, s)
+      dst.storeBytes(of: (roundBF16(a) &>> 16) | (roundBF16(b) & 0xFFFF_0000), as: SIMD4<UInt32>.self)
+      t &+= lostBF16(a) &+ lostBF16(b)
+    }
+
+    /// 32 BF16 outputs (64 bytes) from 16 packed bytes.
+    @inline(__always)
+    static func bf16(
+      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ off: SIMD4<Float>, _ s: SIMD4<Float>, _ t: inout Tally
+    ) {
+      let (lo, hi) = split(src)
+      bf16Eight(lo.0, hi.0, dst, off, s, &t)
+      bf16Eight(lo.1, hi.1, dst + 16, off, s, &t)
+      bf16Eight(lo.2, hi.2, dst + 32, off, s, &t)
+      bf16Eight(lo.3, hi.3, dst + 48, off, s, &t)
     }
 
     /// FP32 → FP16 RNE of `b`, given that `b` is ±0 or in FP16's normal range
@@ -891,37 +911,39 @@ public enum Int4Dequantize {
     @inline(__always)
     static func lostF16(_ b: SIMD4<UInt32>) -> SIMD4<UInt32> { ((b & 0x1FFF) &+ 0x1FFF) &>> 13 }
 
+    /// Eight FP16 outputs (16 bytes) from the quarters of low and high nibbles.
     @inline(__always)
-    static func f16(
-      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, chunks: Int, _ off: SIMD4<Float>, _ s: SIMD4<Float>,
+    static func f16Eight(
+      _ l: SIMD4<UInt8>, _ h: SIMD4<UInt8>, _ dst: UnsafeMutableRawPointer, _ off: SIMD4<Float>, _ s: SIMD4<Float>,
       _ t: inout Tally
     ) {
-      var inexact = t.inexact
-      for k in 0..<chunks {
-        let (lo, hi) = split(src + 16 * k)
-        @inline(__always) func eight(_ l: SIMD4<UInt8>, _ h: SIMD4<UInt8>, _ j: Int) {
-          let a = bits(l, off, s)
-          let b = bits(h, off, s)
-          dst.storeBytes(of: f16Normal(a) | (f16Normal(b) &<< 16), toByteOffset: 64 * k + 16 * j, as: SIMD4<UInt32>.self)
-          inexact &+= lostF16(a) &+ lostF16(b)
-        }
-        eight(lo.0, hi.0, 0)
-        eight(lo.1, hi.1, 1)
-        eight(lo.2, hi.2, 2)
-        eight(lo.3, hi.3, 3)
-      }
-      t.inexact = inexact
+      let a = bits(l, off, s)
+      let b = bits(h, off, s)
+      dst.storeBytes(of: f16Normal(a) | (f16Normal(b) &<< 16), as: SIMD4<UInt32>.self)
+      t &+= lostF16(a) &+ lostF16(b)
+    }
+
+    /// 32 FP16 outputs (64 bytes) from 16 packed bytes.
+    @inline(__always)
+    static func f16(
+      _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ off: SIMD4<Float>, _ s: SIMD4<Float>, _ t: inout Tally
+    ) {
+      let (lo, hi) = split(src)
+      f16Eight(lo.0, hi.0, dst, off, s, &t)
+      f16Eight(lo.1, hi.1, dst + 16, off, s, &t)
+      f16Eight(lo.2, hi.2, dst + 32, off, s, &t)
+      f16Eight(lo.3, hi.3, dst + 48, off, s, &t)
     }
   }
 
   /// Scalar RNE conversions (integer arithmetic only), kept local to this file's
   /// type to be unified with ScalarFormats.swift later; same policies
-  /// (BF16 NaN → `0xFFFF`; FP16 NaN keeps sign and payload, made quiet).
+  /// (BF16 NaN → ``BFloat16/nanCode``; FP16 NaN keeps sign and payload, made quiet).
   enum Rounding {
-    /// FP32 → BF16, round to nearest even; NaN → `0xFFFF`.
+    /// FP32 → BF16, round to nearest even; NaN → ``BFloat16/nanCode``.
     static func bf16(_ x: Float) -> UInt16 {
       let b = x.bitPattern
-      if b & 0x7FFF_FFFF > 0x7F80_0000 { return 0xFFFF }
+      if b & 0x7FFF_FFFF > 0x7F80_0000 { return BFloat16.nanCode }
       return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
     }
 

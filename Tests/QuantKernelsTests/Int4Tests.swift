@@ -481,7 +481,7 @@ struct Int4ElementTests {
         let v = Float(bitPattern: f32.bits)
         #expect(f32.nonFinite && bf.nonFinite && h.nonFinite && !f32.inexact && !bf.inexact && !h.inexact)
         if v.isNaN {
-          #expect(f32.bits == 0x7FC0_0000 && bf.bits == 0xFFFF && h.bits == 0x7E00, "\(t) 0x\(String(bits, radix: 16)) q=\(q)")
+          #expect(f32.bits == 0x7FC0_0000 && bf.bits == UInt32(BFloat16.nanCode) && h.bits == 0x7E00, "\(t) 0x\(String(bits, radix: 16)) q=\(q)")
         } else {
           #expect(v.isInfinite && bf.bits & 0x7FFF == 0x7F80 && h.bits & 0x7FFF == 0x7C00)
         }
@@ -755,5 +755,174 @@ struct Int4LayoutTests {
     #expect(throws: Int4LayoutError.groupIndexShapeMismatch(expected: [8], actual: [7])) {
       _ = try raw([0, 0, 0, 1, 1, 0, 1]).withUnsafeBytes { try layout.groupIndex(from: $0) }
     }
+  }
+}
+
+// MARK: - Byte-for-byte against compressed-tensors 0.12.2 (Fixtures/numerics/int4-*.safetensors)
+
+@Suite("INT4 against compressed-tensors fixtures")
+struct Int4FixtureTests {
+  static func load(_ name: String) throws -> [String: Int4Check.Tensor] {
+    try Int4Check.readSafeTensors(TestPaths.fixture("numerics/" + name))
+  }
+
+  static func int8s(_ t: Int4Check.Tensor) -> [Int8] { t.data.map { Int8(bitPattern: $0) } }
+
+  @Test("pack_to_int32 and unpack_from_int32 cases, weights and zero points")
+  func pack() throws {
+    let tensors = try Self.load("int4-pack.safetensors")
+    let packCases = tensors.keys.filter { $0.hasPrefix("pack.") && $0.hasSuffix(".values") }.sorted()
+    #expect(packCases.count == 6)
+    for key in packCases {
+      let name = String(key.dropLast(".values".count))
+      let values = tensors[key]!
+      let expected = tensors[name + ".packed"]!
+      let (rows, columns) = (values.shape[0], values.shape[1])
+      #expect(expected.dtype == "I32" && expected.shape == [rows, Int4Packing.wordsPerRow(columns: columns)])
+      var packed = [UInt8](repeating: 0xEE, count: expected.data.count)
+      Self.int8s(values).withUnsafeBufferPointer { v in
+        packed.withUnsafeMutableBytes { Int4Packing.pack(v, rows: rows, columns: columns, into: $0) }
+      }
+      #expect(packed == expected.data, "\(name)")
+      var back = [Int8](repeating: 0, count: rows * columns)
+      expected.data.withUnsafeBytes { p in
+        back.withUnsafeMutableBufferPointer { Int4Packing.unpack(p, rows: rows, columns: columns, into: $0) }
+      }
+      #expect(back == Self.int8s(values), "\(name)")
+    }
+    let zpCases = tensors.keys.filter { $0.hasPrefix("zp.") && $0.hasSuffix(".values") }.sorted()
+    #expect(zpCases.count == 2)
+    for key in zpCases {
+      let name = String(key.dropLast(".values".count))
+      let values = tensors[key]!
+      let expected = tensors[name + ".packed"]!
+      let (rows, columns) = (values.shape[0], values.shape[1])
+      #expect(expected.shape == [Int4Packing.wordsPerRow(columns: rows), columns])
+      var packed = [UInt8](repeating: 0xEE, count: expected.data.count)
+      Self.int8s(values).withUnsafeBufferPointer { v in
+        packed.withUnsafeMutableBytes { Int4Packing.packColumns(v, rows: rows, columns: columns, into: $0) }
+      }
+      #expect(packed == expected.data, "\(name)")
+      var back = [Int8](repeating: 0, count: rows * columns)
+      expected.data.withUnsafeBytes { p in
+        back.withUnsafeMutableBufferPointer { Int4Packing.unpackColumns(p, rows: rows, columns: columns, into: $0) }
+      }
+      #expect(back == Self.int8s(values), "\(name)")
+    }
+  }
+
+  static let dequantCases: [(name: String, strategy: Int4Strategy)] = [
+    ("group_bf16", .group(size: 32)), ("group_f16", .group(size: 32)), ("group_f32", .group(size: 32)),
+    ("channel_bf16", .channel), ("tensor_bf16", .tensor), ("asym_group_bf16", .group(size: 32)),
+    ("gidx_group_bf16", .group(size: 32)),
+  ]
+
+  static func types(_ dtype: String) -> (Int4ScaleType, Int4OutputType) {
+    switch dtype {
+    case "BF16": (.bf16, .bf16)
+    case "F16": (.f16, .f16)
+    default: (.f32, .f32)
+    }
+  }
+
+  @Test("dequantize: output in the scale dtype is bit-identical to the library, every strategy", arguments: dequantCases.map(\.name))
+  func dequantize(_ name: String) throws {
+    let tensors = try Self.load("int4-dequant.safetensors")
+    let strategy = Self.dequantCases.first { $0.name == name }!.strategy
+    let codes = tensors[name + ".codes"]!
+    let packed = tensors[name + ".packed"]!
+    let scale = tensors[name + ".scale"]!
+    let library = tensors[name + ".output"]!
+    let zpPacked = tensors[name + ".zero_point_packed"]
+    let gIdxRaw = tensors[name + ".g_idx"]
+    let (scaleType, outputType) = Self.types(scale.dtype)
+    let layout = try Int4Layout(
+      weightShape: codes.shape, strategy: strategy, scaleType: scaleType, packedShape: packed.shape,
+      scaleShape: scale.shape, zeroPointShape: zpPacked?.shape, groupIndexShape: gIdxRaw?.shape)
+    // The packed weights are our packing of the codes.
+    var ours = [UInt8](repeating: 0, count: layout.packedByteCount)
+    Self.int8s(codes).withUnsafeBufferPointer { v in
+      ours.withUnsafeMutableBytes { Int4Packing.pack(v, rows: layout.rows, columns: layout.columns, into: $0) }
+    }
+    #expect(ours == packed.data)
+    if let zpPacked, let zp = tensors[name + ".zero_point"] {
+      var z = [UInt8](repeating: 0, count: layout.zeroPointByteCount)
+      Self.int8s(zp).withUnsafeBufferPointer { v in
+        z.withUnsafeMutableBytes { Int4Packing.packColumns(v, rows: layout.rows, columns: layout.groupsPerRow, into: $0) }
+      }
+      #expect(z == zpPacked.data)
+    }
+    let gIdx = try gIdxRaw.map { raw in try raw.data.withUnsafeBytes { try layout.groupIndex(from: $0) } } ?? nil
+    #expect((gIdx != nil) == (gIdxRaw != nil))
+    for threads in [nil, 1, 2] as [Int?] {
+      let (out, counts) = Int4Check.runMatrix(
+        layout, packed: packed.data, scales: scale.data, zeroPoints: zpPacked?.data, groupIndex: gIdx,
+        outputType: outputType, threads: threads)
+      #expect(out == library.data, "\(name) threads \(threads.map(String.init) ?? "reference"): \(Int4Check.firstDifference(out, library.data, elementSize: outputType.byteSize))")
+      #expect(counts.nonFinite == 0)
+    }
+    // FP32 output is the exact product; the inexact count of the library-dtype output
+    // is the number of elements where the library's value differs from it.
+    let (f32, f32Counts) = Int4Check.runMatrix(
+      layout, packed: packed.data, scales: scale.data, zeroPoints: zpPacked?.data, groupIndex: gIdx, outputType: .f32, threads: 2)
+    if let exact = tensors[name + ".exact_f32"] { #expect(f32 == exact.data) }
+    let f32Values = stride(from: 0, to: f32.count, by: 4).map {
+      Float(bitPattern: UInt32(f32[$0]) | UInt32(f32[$0 + 1]) << 8 | UInt32(f32[$0 + 2]) << 16 | UInt32(f32[$0 + 3]) << 24)
+    }
+    let libraryValues: [Double] =
+      switch outputType {
+      case .bf16: stride(from: 0, to: library.data.count, by: 2).map { Double(Float(bitPattern: (UInt32(library.data[$0]) | UInt32(library.data[$0 + 1]) << 8) << 16)) }
+      case .f16: stride(from: 0, to: library.data.count, by: 2).map { Double(Float16Bridge.value(UInt16(library.data[$0]) | UInt16(library.data[$0 + 1]) << 8)) }
+      case .f32: f32Values.map(Double.init)
+      }
+    if scaleType != .f32 {
+      #expect(f32Counts == Int4DequantizeCounts())
+      let differing = zip(libraryValues, f32Values).filter { $0 != Double($1) }.count
+      let (_, counts) = Int4Check.runMatrix(
+        layout, packed: packed.data, scales: scale.data, zeroPoints: zpPacked?.data, groupIndex: gIdx,
+        outputType: outputType, threads: 1)
+      #expect(counts.inexact == differing, "\(name): inexact \(counts.inexact), library differs from q·s at \(differing)")
+    } else {
+      #expect(f32 == library.data)
+    }
+  }
+
+  @Test("K2 gate_proj-like [8, 7168] row block: BF16 bit-identical, FP32 exact, ~37 % inexact")
+  func k2Row() throws {
+    let tensors = try Self.load("int4-k2row.safetensors")
+    let shape = tensors["k2row.weight_shape"]!
+    #expect(shape.dtype == "I64")
+    let weightShape = (0..<2).map { i in (0..<8).reduce(0) { $0 | Int(shape.data[8 * i + $1]) << (8 * $1) } }
+    let packed = tensors["k2row.packed"]!
+    let scale = tensors["k2row.scale"]!
+    let library = tensors["k2row.output"]!
+    let layout = try Int4Layout(
+      weightShape: weightShape, strategy: .group(size: 32), scaleType: .bf16, packedShape: packed.shape, scaleShape: scale.shape)
+    var counts: [Int4DequantizeCounts] = []
+    for threads in [nil, 1, 2] as [Int?] {
+      let (out, c) = Int4Check.runMatrix(
+        layout, packed: packed.data, scales: scale.data, zeroPoints: nil, groupIndex: nil, outputType: .bf16, threads: threads)
+      #expect(out == library.data, "threads \(threads.map(String.init) ?? "reference"): \(Int4Check.firstDifference(out, library.data, elementSize: 2))")
+      counts.append(c)
+    }
+    #expect(counts.allSatisfy { $0 == counts[0] })
+    let fraction = Double(counts[0].inexact) / Double(layout.rows * layout.columns)
+    #expect(fraction > 0.30 && fraction < 0.45, "inexact fraction \(fraction)")
+    // FP32: the exact q·s.
+    let (f32, f32Counts) = Int4Check.runMatrix(
+      layout, packed: packed.data, scales: scale.data, zeroPoints: nil, groupIndex: nil, outputType: .f32, threads: 2)
+    #expect(f32Counts == Int4DequantizeCounts())
+    let codes = tensors["k2row.codes"]!.data.map { Int8(bitPattern: $0) }
+    var bad = 0
+    for r in 0..<layout.rows {
+      for c in 0..<layout.columns {
+        let g = r * layout.groupsPerRow + c / 32
+        let s = Float(bitPattern: (UInt32(scale.data[2 * g]) | UInt32(scale.data[2 * g + 1]) << 8) << 16)
+        let i = 4 * (r * layout.columns + c)
+        let v = Float(bitPattern: UInt32(f32[i]) | UInt32(f32[i + 1]) << 8 | UInt32(f32[i + 2]) << 16 | UInt32(f32[i + 3]) << 24)
+        if Double(v) != Double(codes[r * layout.columns + c]) * Double(s) { bad += 1 }
+      }
+    }
+    #expect(bad == 0)
   }
 }
