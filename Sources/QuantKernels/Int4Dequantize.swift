@@ -347,7 +347,7 @@ public enum Int4Dequantize {
     let s: Float =
       switch scaleType {
       case .bf16: Float(bitPattern: scaleBits << 16)
-      case .f16: Rounding.f16Decode(UInt16(truncatingIfNeeded: scaleBits))
+      case .f16: Float16Bits.decode(UInt16(truncatingIfNeeded: scaleBits))
       case .f32: Float(bitPattern: scaleBits)
       }
     var p = Float(a) * s
@@ -359,13 +359,13 @@ public enum Int4Dequantize {
       bits = p.bitPattern
       value = p
     case .bf16:
-      let b = scaleType == .f16 ? Rounding.bf16(Rounding.f16Decode(Rounding.f16(p))) : Rounding.bf16(p)
+      let b = scaleType == .f16 ? BFloat16.encode(Float16Bits.decode(Float16Bits.encode(p))) : BFloat16.encode(p)
       bits = UInt32(b)
       value = Float(bitPattern: bits << 16)
     case .f16:
-      let h = Rounding.f16(p)
+      let h = Float16Bits.encode(p)
       bits = UInt32(h)
-      value = Rounding.f16Decode(h)
+      value = Float16Bits.decode(h)
     }
     // Double holds (q − zp)·s exactly: at most 4 + 24 significant bits, no overflow.
     let inexact = s.isFinite && Double(value) != Double(a) * Double(s)
@@ -668,7 +668,7 @@ public enum Int4Dequantize {
       s = Float(bitPattern: bits << 16)
     case .f16:
       guard bits & 0x7FFF < 0x7C00 else { return nil }
-      s = Rounding.f16Decode(UInt16(truncatingIfNeeded: bits))
+      s = Float16Bits.decode(UInt16(truncatingIfNeeded: bits))
     case .f32:
       return nil
     }
@@ -933,51 +933,6 @@ public enum Int4Dequantize {
       f16Eight(lo.1, hi.1, dst + 16, off, s, &t)
       f16Eight(lo.2, hi.2, dst + 32, off, s, &t)
       f16Eight(lo.3, hi.3, dst + 48, off, s, &t)
-    }
-  }
-
-  /// Scalar RNE conversions (integer arithmetic only), kept local to this file's
-  /// type to be unified with ScalarFormats.swift later; same policies
-  /// (BF16 NaN → ``BFloat16/nanCode``; FP16 NaN keeps sign and payload, made quiet).
-  enum Rounding {
-    /// FP32 → BF16, round to nearest even; NaN → ``BFloat16/nanCode``.
-    static func bf16(_ x: Float) -> UInt16 {
-      let b = x.bitPattern
-      if b & 0x7FFF_FFFF > 0x7F80_0000 { return BFloat16.nanCode }
-      return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
-    }
-
-    /// FP32 → FP16, round to nearest even, overflow to ±inf, gradual underflow;
-    /// NaN keeps its sign and top payload bits, made quiet.
-    static func f16(_ x: Float) -> UInt16 {
-      let b = x.bitPattern
-      let sign = UInt16(truncatingIfNeeded: (b >> 16) & 0x8000)
-      let a = b & 0x7FFF_FFFF
-      if a > 0x7F80_0000 { return sign | 0x7E00 | UInt16(truncatingIfNeeded: (a >> 13) & 0x3FF) }
-      if a >= 0x477F_F000 { return sign | 0x7C00 }  // >= 65520 rounds past 65504
-      let e = Int(a >> 23)
-      let significand = (a & 0x7F_FFFF) | (e == 0 ? 0 : 0x80_0000)
-      // Keep 11 bits (normal) or fewer (subnormal): shift so the unit is the FP16 ulp.
-      let shift = e >= 113 ? 13 : min(126 - e, 25)  // e = 113 is 2^-14, FP16's smallest normal
-      let kept = significand >> UInt32(shift)
-      let rest = significand & ((1 << UInt32(shift)) - 1)
-      let half: UInt32 = 1 << UInt32(shift - 1)
-      let up: UInt32 = rest > half || (rest == half && kept & 1 == 1) ? 1 : 0
-      let magnitude =
-        e >= 113
-        ? (UInt32(e - 112) << 10) + (kept & 0x3FF) + up  // a carry into the exponent is correct
-        : kept + up
-      return sign | UInt16(truncatingIfNeeded: magnitude)
-    }
-
-    /// FP16 → FP32, exact; NaN keeps sign and payload, made quiet.
-    static func f16Decode(_ h: UInt16) -> Float {
-      let sign = UInt32(h & 0x8000) << 16
-      let e = UInt32((h >> 10) & 0x1F)
-      let m = UInt32(h & 0x3FF)
-      if e == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (m << 13) | (m == 0 ? 0 : 0x40_0000)) }
-      if e == 0 { return Float(bitPattern: sign) + (sign == 0 ? 1 : -1) * Float(m) * 0x1p-24 }
-      return Float(bitPattern: sign | ((e + 112) << 23) | (m << 13))
     }
   }
 }
