@@ -92,16 +92,9 @@ public final class SafeTensorsFile: Sendable {
   ///   when the file cannot be read.
   public init(path: String) throws(SafeTensorsError) {
     let mapping = try MappedFile(path: path)
-    let size = mapping.count
-    let prefix = mapping.withBytes(0..<min(8, size)) { Array($0) }
-    var headerBytes: [UInt8] = []
-    if prefix.count == 8 {
-      let n = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-      if n <= UInt64(SafeTensorsHeader.maxHeaderLength) && 8 + Int(n) <= size {
-        headerBytes = mapping.withBytes(8..<(8 + Int(n))) { Array($0) }
-      }
+    let (header, problems) = SafeTensorsHeader.validate(fileSize: mapping.count) { range in
+      mapping.withBytes(range) { Array($0) }
     }
-    let (header, problems) = SafeTensorsHeader.validate(prefix: prefix, header: headerBytes, fileSize: size)
     if let first = problems.first { throw SafeTensorsError(file: path, kind: first) }
     self.path = path
     self.header = header!

@@ -94,17 +94,29 @@ public struct SafeTensorsHeader: Sendable {
   /// - Throws: Only when the file cannot be opened or read.
   public static func inspect(_ path: String) throws(SafeTensorsError) -> (SafeTensorsHeader?, [SafeTensorsError]) {
     let f = try SystemFile(readingAt: path)
-    let size = try f.size()
-    let prefix = try f.read(count: min(8, size), at: 0)
+    let (header, kinds) = try validate(fileSize: try f.size()) { (range) throws(SafeTensorsError) in
+      try f.read(count: range.count, at: range.lowerBound)
+    }
+    return (header, kinds.map { SafeTensorsError(file: path, kind: $0) })
+  }
+
+  /// Reads the length prefix and the header through `read` (only ranges that
+  /// lie within the file are asked for) and validates them.
+  ///
+  /// Shared by the `pread` path (``inspect(_:)``) and the mapped path
+  /// (``SafeTensorsFile``).
+  public static func validate<E: Error>(
+    fileSize: Int, read: (Range<Int>) throws(E) -> [UInt8]
+  ) throws(E) -> (SafeTensorsHeader?, [SafeTensorsError.Kind]) {
+    let prefix = try read(0..<min(8, fileSize))
     var headerBytes: [UInt8] = []
     if prefix.count == 8 {
       let n = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-      if n <= UInt64(maxHeaderLength) && 8 + Int(n) <= size {
-        headerBytes = try f.read(count: Int(n), at: 8)
+      if n <= UInt64(maxHeaderLength) && 8 + Int(n) <= fileSize {
+        headerBytes = try read(8..<(8 + Int(n)))
       }
     }
-    let (header, kinds) = validate(prefix: prefix, header: headerBytes, fileSize: size)
-    return (header, kinds.map { SafeTensorsError(file: path, kind: $0) })
+    return validate(prefix: prefix, header: headerBytes, fileSize: fileSize)
   }
 
   /// Validates a header given its 8-byte prefix, the header bytes and the file size.

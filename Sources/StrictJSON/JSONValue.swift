@@ -86,10 +86,12 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
   /// (computed once, by the parser, for fast header validation).
   private let unsigned: UInt64?
 
-  /// Creates a number from JSON text that the caller guarantees is valid.
-  init(validatedText: String, unsigned: UInt64? = nil) {
+  /// Creates a number from JSON text that the caller guarantees is valid,
+  /// with its value when the text is a non-negative integer that fits
+  /// (the parser computes it while scanning the digits).
+  init(validatedText: String, unsigned: UInt64?) {
     self.text = validatedText
-    self.unsigned = unsigned ?? (validatedText.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) ? nil : UInt64(validatedText))
+    self.unsigned = unsigned
   }
 
   /// Creates the number for an integer.
