@@ -9,9 +9,10 @@
 //   Verification ─▶ QuantKernels
 //   Zstd ─▶ CZstd      BLAS ─▶ COpenBLAS      HDF5 ─▶ CHDF5
 //
-// StrictJSON, SafeTensors, CompressedTensors and QuantKernels have no C
-// dependency: they build and test without any system package. Each C library
-// is imported by exactly one thin Swift wrapper module.
+// StrictJSON, SafeTensors, CompressedTensors and QuantKernels need no system
+// package: they build and test without one. Each C library is imported by
+// exactly one thin Swift wrapper module. CQuantKernels is our own C: the
+// AVX-512 kernels QuantKernels picks at run time (KernelPath).
 //
 // Recognized compile-time flags: none yet.
 import PackageDescription
@@ -40,7 +41,8 @@ let package = Package(
 
     .target(name: "StrictJSON", swiftSettings: swiftSettings),
     .target(name: "SafeTensors", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
-    .target(name: "QuantKernels", swiftSettings: swiftSettings),
+    .target(name: "CQuantKernels"),
+    .target(name: "QuantKernels", dependencies: ["CQuantKernels"], swiftSettings: swiftSettings),
     .target(name: "CompressedTensors", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
     .target(
       name: "Checkpoint",

@@ -1,3 +1,4 @@
+import CQuantKernels
 import Dispatch
 
 /// Block-scaled FP8 E4M3FN quantization in the DeepSeek-V3 layout (FORMATS.md §4).
@@ -96,37 +97,44 @@ public enum FP8Block {
   ///   - codes: At least `rows × columns` bytes, receives the E4M3FN codes row-major.
   ///   - scales: At least `scaleRows × scaleColumns` values, receives the scales row-major.
   ///   - jobs: The most row bands to run at once (1: the calling thread only).
+  ///   - path: Portable Swift or AVX-512 (``KernelPath``); results are identical.
   /// - Returns: The number of non-finite weights (NaN or ±inf); 0 for valid input.
   /// - Precondition: `rows, columns >= 0`, `blockRows, blockColumns, jobs >= 1`,
   ///   and every buffer is large enough; traps otherwise.
   @discardableResult
   public static func quantize(
     weights: UnsafeBufferPointer<Float>, rows: Int, columns: Int, blockRows: Int = 128, blockColumns: Int = 128,
-    codes: UnsafeMutableRawBufferPointer, scales: UnsafeMutableBufferPointer<Float>, jobs: Int = 1
+    codes: UnsafeMutableRawBufferPointer, scales: UnsafeMutableBufferPointer<Float>, jobs: Int = 1,
+    path: KernelPath = .automatic
   ) -> Int {
     let shape = checkQuantize(weights.count, rows, columns, blockRows, blockColumns, codes.count, scales.count)
     precondition(jobs >= 1, "jobs must be at least 1")
     if shape.rows == 0 || shape.columns == 0 { return 0 }
     let w = UnsafeRawBufferPointer(weights)
-    let bands = min(shape.rows, jobs)
-    if bands == 1 {
-      var nonFinite = 0
-      for bi in 0..<shape.rows {
-        nonFinite += quantizeBand(w, bi, rows, columns, blockRows, blockColumns, shape.columns, codes, scales)
+    let avx512 = path.useAVX512
+    // Tile rows `b0..<b1`: the AVX-512 kernel takes them in one call, so it can
+    // overlap each band's reads with the previous band's arithmetic.
+    let run = { @Sendable (w: UnsafeRawBufferPointer, codes: UnsafeMutableRawBufferPointer, scales: UnsafeMutableBufferPointer<Float>, b0: Int, b1: Int) -> Int in
+      guard avx512 else {
+        var nonFinite = 0
+        for bi in b0..<b1 {
+          nonFinite += quantizeBand(w, bi, rows, columns, blockRows, blockColumns, shape.columns, codes, scales)
+        }
+        return nonFinite
       }
-      return nonFinite
+      return ck_fp8_block_quantize_bands(
+        w.baseAddress!.assumingMemoryBound(to: Float.self), rows, columns, blockRows, blockColumns, b0, b1,
+        codes.baseAddress!.assumingMemoryBound(to: UInt8.self), scales.baseAddress!)
     }
-    // Bands write disjoint rows of `codes` and `scales` and their own slot of
-    // `counts`; concurrentPerform returns only after every band has finished.
+    let bands = min(shape.rows, jobs)
+    if bands == 1 { return run(w, codes, scales, 0, shape.rows) }
+    // Threads write disjoint rows of `codes` and `scales` and their own slot of
+    // `counts`; concurrentPerform returns only after every one has finished.
     nonisolated(unsafe) let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: bands)
     defer { counts.deallocate() }
     nonisolated(unsafe) let (sharedWeights, codes, scales) = (w, codes, scales)
-    DispatchQueue.concurrentPerform(iterations: bands) { band in
-      var nonFinite = 0
-      for bi in (shape.rows * band / bands)..<(shape.rows * (band + 1) / bands) {
-        nonFinite += quantizeBand(sharedWeights, bi, rows, columns, blockRows, blockColumns, shape.columns, codes, scales)
-      }
-      counts[band] = nonFinite
+    DispatchQueue.concurrentPerform(iterations: bands) { slot in
+      counts[slot] = run(sharedWeights, codes, scales, shape.rows * slot / bands, shape.rows * (slot + 1) / bands)
     }
     return counts.reduce(0, +)
   }

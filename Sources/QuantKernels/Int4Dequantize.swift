@@ -1,3 +1,4 @@
+import CQuantKernels
 import Dispatch
 
 // INT4 (compressed-tensors `pack-quantized`) dequantization to FP32, BF16 and FP16.
@@ -424,6 +425,7 @@ public enum Int4Dequantize {
   ///   - groupIndex: `g_idx`, `columns` values in `[0, groups)`, or `nil`.
   ///   - output: Exactly `columns · outputType.byteSize` bytes.
   ///   - outputType: The output format.
+  ///   - path: Portable Swift or AVX-512 (``KernelPath``); results are identical.
   /// - Returns: The counts of inexact and non-finite outputs.
   /// - Precondition: Every size above holds, every zero point is in `[−8, 7]` and
   ///   every `g_idx` value in range; traps otherwise.
@@ -431,7 +433,7 @@ public enum Int4Dequantize {
     packed: UnsafeRawBufferPointer, columns: Int,
     scales: UnsafeRawBufferPointer, scaleType: Int4ScaleType,
     zeroPoints: UnsafeBufferPointer<Int8>?, groupSize: Int, groupIndex: UnsafeBufferPointer<Int32>?,
-    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType
+    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType, path: KernelPath = .automatic
   ) -> Int4DequantizeCounts {
     let groups = checkRow(
       packed: packed, columns: columns, scales: scales, scaleType: scaleType, zeroPoints: zeroPoints,
@@ -457,9 +459,15 @@ public enum Int4Dequantize {
       if groupSize % 32 == 0 && vectorizes(scaleType, outputType) {
         // Whole groups in one loop: no call per group.
         g0 = columns / groupSize
-        counts = Vector.groups(
-          src, dst, groups: g0, chunks: groupSize / 32, scales: sc, scaleType: scaleType,
-          zeroPoints: zeroPoints?.baseAddress, outputType: outputType)
+        if scaleType == .bf16 && path.useAVX512 {
+          counts = avx512Groups(
+            src, dst, groups: g0, chunks: groupSize / 32, scales: sc, zeroPoints: zeroPoints?.baseAddress,
+            outputType: outputType)
+        } else {
+          counts = Vector.groups(
+            src, dst, groups: g0, chunks: groupSize / 32, scales: sc, scaleType: scaleType,
+            zeroPoints: zeroPoints?.baseAddress, outputType: outputType)
+        }
       }
       for g in g0..<groups {
         let c0 = g * groupSize
@@ -489,6 +497,7 @@ public enum Int4Dequantize {
   ///   - output: ``Int4Layout/outputByteCount(_:)`` bytes, row-major.
   ///   - outputType: The output format.
   ///   - threads: Threads to use (at least 1).
+  ///   - path: Portable Swift or AVX-512 (``KernelPath``); results are identical.
   /// - Returns: The summed counts.
   /// - Precondition: Every buffer has the size the layout gives, `groupIndex` is
   ///   `nil` or has `columns` in-range values, every unpacked zero point is a valid
@@ -496,11 +505,12 @@ public enum Int4Dequantize {
   public static func matrix(
     _ layout: Int4Layout, packed: UnsafeRawBufferPointer, scales: UnsafeRawBufferPointer,
     zeroPoints: UnsafeRawBufferPointer?, groupIndex: UnsafeBufferPointer<Int32>?,
-    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType, threads: Int = 1
+    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType, threads: Int = 1,
+    path: KernelPath = .automatic
   ) -> Int4DequantizeCounts {
     matrixImpl(
       layout, packed: packed, scales: scales, zeroPoints: zeroPoints, groupIndex: groupIndex,
-      output: output, outputType: outputType, threads: threads, reference: false)
+      output: output, outputType: outputType, threads: threads, reference: false, path: path)
   }
 
   /// Scalar, single-threaded reference of
@@ -514,7 +524,7 @@ public enum Int4Dequantize {
   ) -> Int4DequantizeCounts {
     matrixImpl(
       layout, packed: packed, scales: scales, zeroPoints: zeroPoints, groupIndex: groupIndex,
-      output: output, outputType: outputType, threads: 1, reference: true)
+      output: output, outputType: outputType, threads: 1, reference: true, path: .portable)
   }
 
   // MARK: Internals
@@ -529,6 +539,7 @@ public enum Int4Dequantize {
     let output: UnsafeMutableRawBufferPointer
     let outputType: Int4OutputType
     let reference: Bool
+    let path: KernelPath
     let counts: UnsafeMutablePointer<Int4DequantizeCounts>
 
     func run(rows: Range<Int>, slot: Int) {
@@ -557,7 +568,7 @@ public enum Int4Dequantize {
               groupSize: l.groupSize, groupIndex: groupIndex, output: o, outputType: outputType)
             : row(
               packed: p, columns: l.columns, scales: s, scaleType: l.scaleType, zeroPoints: zpView,
-              groupSize: l.groupSize, groupIndex: groupIndex, output: o, outputType: outputType)
+              groupSize: l.groupSize, groupIndex: groupIndex, output: o, outputType: outputType, path: path)
         }
       }
       counts[slot] = total
@@ -567,7 +578,8 @@ public enum Int4Dequantize {
   private static func matrixImpl(
     _ layout: Int4Layout, packed: UnsafeRawBufferPointer, scales: UnsafeRawBufferPointer,
     zeroPoints: UnsafeRawBufferPointer?, groupIndex: UnsafeBufferPointer<Int32>?,
-    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType, threads: Int, reference: Bool
+    output: UnsafeMutableRawBufferPointer, outputType: Int4OutputType, threads: Int, reference: Bool,
+    path: KernelPath
   ) -> Int4DequantizeCounts {
     precondition(threads >= 1, "threads must be at least 1")
     precondition(packed.count == layout.packedByteCount, "weight_packed buffer has the wrong size")
@@ -583,7 +595,7 @@ public enum Int4Dequantize {
     return withUnsafeTemporaryAllocation(of: Int4DequantizeCounts.self, capacity: workers) { slots in
       let job = Job(
         layout: layout, packed: packed, scales: scales, zeroPoints: zeroPoints, groupIndex: groupIndex,
-        output: output, outputType: outputType, reference: reference, counts: slots.baseAddress!)
+        output: output, outputType: outputType, reference: reference, path: path, counts: slots.baseAddress!)
       if workers == 1 {
         job.run(rows: 0..<rows, slot: 0)
       } else {
@@ -678,6 +690,35 @@ public enum Int4Dequantize {
       guard s.magnitude >= 0x1p-14 && a * s.magnitude <= 65504 else { return nil }
     }
     return s
+  }
+
+  /// Whole groups with BF16 scales on the AVX-512 path (`CQuantKernels`): the
+  /// C kernel stops at each group whose scale the vectors may not take, which
+  /// then goes through the scalar element function, as in `Vector.groups`.
+  private static func avx512Groups(
+    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, groups: Int, chunks: Int,
+    scales: UnsafeRawPointer, zeroPoints: UnsafePointer<Int8>?, outputType: Int4OutputType
+  ) -> Int4DequantizeCounts {
+    let code: Int32 =
+      switch outputType {
+      case .f32: Int32(CK_OUT_F32)
+      case .bf16: Int32(CK_OUT_BF16)
+      case .f16: Int32(CK_OUT_F16)
+      }
+    let n = 32 * chunks
+    var inexact: UInt64 = 0
+    var slow = Int4DequantizeCounts()
+    var g = 0
+    while g < groups {
+      g += ck_int4_groups_bf16_scale(
+        src.assumingMemoryBound(to: UInt8.self) + 16 * chunks * g, dst + n * outputType.byteSize * g,
+        groups - g, chunks, scales + 2 * g, zeroPoints.map { $0 + g }, code, &inexact)
+      if g < groups {
+        slow += scalar(src, n * g, n * (g + 1), scaleBits(scales, g, .bf16), .bf16, zeroPoints?[g] ?? 0, dst, outputType)
+        g += 1
+      }
+    }
+    return slow + Int4DequantizeCounts(inexact: Int(inexact))
   }
 
   /// Elements `c0..<c1` sharing one scale and zero point.

@@ -66,23 +66,28 @@ struct BenchKernels: ParsableCommand {
       let t = best { memcpy(out2.baseAddress!, out.baseAddress!, bytes) }
       return Double(bytes) / t
     }
+    print("kernel paths: automatic = \(KernelPath.automatic.resolved); AVX-512 \(KernelPath.avx512.isAvailable ? "available" : "not available") on this CPU")
     print("kernels on [\(rows), \(columns)] (\(Format.grouped(n)) elements), best of \(repeats), \(jobs) thread(s) for the all-core column")
     var table = TextTable(["kernel", "output", "1 core", "all cores", "memcpy (same bytes, 1 core)", "1 core / memcpy"], alignments: [.left, .right, .right, .right, .right, .right])
     func row(_ name: String, _ bytes: Int, _ one: Double, _ all: Double) {
       let m = memcpyRate(bytes)
       table.add([name, Format.bytes(bytes), Format.rate(Double(bytes) / one), Format.rate(Double(bytes) / all), Format.rate(m), Format.fixed(100 * Double(bytes) / one / m, 0) + " %"])
     }
+    // Kernels with a run-time AVX-512 path get one line per path.
+    let paths = KernelPath.allCases.filter { $0 != .automatic && $0.isAvailable }
     for (type, label) in [(Int4OutputType.bf16, "INT4 g32 -> BF16"), (.f16, "INT4 g32 -> FP16"), (.f32, "INT4 g32 -> FP32")] {
       let bytes = layout.outputByteCount(type)
       let dst = UnsafeMutableRawBufferPointer(rebasing: out[..<bytes])
-      let one = best { _ = Int4Dequantize.matrix(layout, packed: UnsafeRawBufferPointer(packed), scales: UnsafeRawBufferPointer(scales), zeroPoints: nil, groupIndex: nil, output: dst, outputType: type, threads: 1) }
-      let all = best { _ = Int4Dequantize.matrix(layout, packed: UnsafeRawBufferPointer(packed), scales: UnsafeRawBufferPointer(scales), zeroPoints: nil, groupIndex: nil, output: dst, outputType: type, threads: jobs) }
-      row(label, bytes, one, all)
+      for path in paths {
+        let one = best { _ = Int4Dequantize.matrix(layout, packed: UnsafeRawBufferPointer(packed), scales: UnsafeRawBufferPointer(scales), zeroPoints: nil, groupIndex: nil, output: dst, outputType: type, threads: 1, path: path) }
+        let all = best { _ = Int4Dequantize.matrix(layout, packed: UnsafeRawBufferPointer(packed), scales: UnsafeRawBufferPointer(scales), zeroPoints: nil, groupIndex: nil, output: dst, outputType: type, threads: jobs, path: path) }
+        row("\(label) (\(path))", bytes, one, all)
+      }
     }
-    do {
-      let one = best { _ = FP8Block.quantize(weights: UnsafeBufferPointer(weights), rows: rows, columns: columns, codes: codes, scales: blockScales, jobs: 1) }
-      let all = best { _ = FP8Block.quantize(weights: UnsafeBufferPointer(weights), rows: rows, columns: columns, codes: codes, scales: blockScales, jobs: jobs) }
-      row("FP32 -> FP8 E4M3 block 128", n, one, all)
+    for path in paths {
+      let one = best { _ = FP8Block.quantize(weights: UnsafeBufferPointer(weights), rows: rows, columns: columns, codes: codes, scales: blockScales, jobs: 1, path: path) }
+      let all = best { _ = FP8Block.quantize(weights: UnsafeBufferPointer(weights), rows: rows, columns: columns, codes: codes, scales: blockScales, jobs: jobs, path: path) }
+      row("FP32 -> FP8 E4M3 block 128 (\(path))", n, one, all)
     }
     do {
       let dst = UnsafeMutableBufferPointer<Float>(start: out.baseAddress!.assumingMemoryBound(to: Float.self), count: n)

@@ -58,6 +58,7 @@ struct FP8BlockTests {
       }
     }
     for jobs in [1, 3] {
+      for path in KernelPath.allCases where path.isAvailable {
       var fastCodes = [UInt8](repeating: 0x11, count: rows * columns)
       var fastScales = [Float](repeating: -2, count: shape.rows * shape.columns)
       var fastNonFinite = 0
@@ -66,14 +67,15 @@ struct FP8BlockTests {
           fastScales.withUnsafeMutableBufferPointer { s in
             fastNonFinite = FP8Block.quantize(
               weights: wp, rows: rows, columns: columns, blockRows: blockRows, blockColumns: blockColumns, codes: c,
-              scales: s, jobs: jobs)
+              scales: s, jobs: jobs, path: path)
           }
         }
       }
-      #expect(fastNonFinite == nonFinite)
-      #expect(fastScales.map(\.bitPattern) == scales.map(\.bitPattern), "scales \(rows)×\(columns) / \(blockRows)×\(blockColumns) jobs \(jobs)")
+      #expect(fastNonFinite == nonFinite, "\(path)")
+      #expect(fastScales.map(\.bitPattern) == scales.map(\.bitPattern), "scales \(rows)×\(columns) / \(blockRows)×\(blockColumns) jobs \(jobs) \(path)")
       if let i = zip(fastCodes, codes).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
-        Issue.record("\(rows)×\(columns) / \(blockRows)×\(blockColumns) jobs \(jobs): first bad code at \(i) (row \(i / columns), column \(i % columns)), weight \(w[i]): fast \(hex(fastCodes[i])) reference \(hex(codes[i]))")
+        Issue.record("\(rows)×\(columns) / \(blockRows)×\(blockColumns) jobs \(jobs) \(path): first bad code at \(i) (row \(i / columns), column \(i % columns)), weight \(w[i]): fast \(hex(fastCodes[i])) reference \(hex(codes[i]))")
+      }
       }
     }
     // Dequantize: fast == reference.
@@ -94,10 +96,56 @@ struct FP8BlockTests {
 
   @Test("The fast quantizer equals the scalar reference, with tail tiles", arguments: [
     (1, 1, 128, 128), (2, 3, 128, 128), (70, 45, 32, 16), (130, 300, 128, 128), (33, 129, 16, 64), (9, 40, 1, 40), (5, 17, 3, 5),
+    // Many bands (each band's maxima are taken during the previous band's codes),
+    // more than one strip of 64 tiles, 64-wide vector runs plus 16-wide and masked tails.
+    (300, 301, 7, 4), (261, 1000, 128, 80), (256, 1024, 128, 128),
   ])
   func fastMatchesReference(_ rows: Int, _ columns: Int, _ blockRows: Int, _ blockColumns: Int) {
     let w = blockTestWeights(rows: rows, columns: columns, seed: UInt64(rows * 1000 + columns))
     checkFastMatchesReference(w, rows: rows, columns: columns, blockRows: blockRows, blockColumns: blockColumns)
+  }
+
+  @Test("Continuous weights: random mantissas over 24 binades below the tile maximum")
+  func continuousWeights() {
+    let rows = 128
+    let columns = 768
+    var rng = SeededRandom(seed: 0xC0_17)
+    let w = (0..<(rows * columns)).map { _ -> Float in
+      let bits = UInt32(truncatingIfNeeded: rng.next())
+      // Exponents 2^-24 … 2^0 times a random mantissa, random sign.
+      return Float(bitPattern: (bits & 0x8000_0000) | (UInt32(103 + rng.next() % 25) << 23) | (bits & 0x7F_FFFF))
+    }
+    checkFastMatchesReference(w, rows: rows, columns: columns, blockRows: 128, blockColumns: 128)
+  }
+
+  @Test("Quotients within a few ulps of every E4M3 rounding midpoint, for awkward scales")
+  func nearMidpoints() {
+    // Midpoints between consecutive non-negative E4M3 values (below 448).
+    let values = (0..<0x7F).map { Float8E4M3FN.decode(UInt8($0)) }
+    let midpoints = zip(values, values.dropFirst()).map { ($0 + $1) / 2 }
+    let columns = 128
+    var tiles: [Float] = []
+    var tileRows = 0
+    for scaleBits in [0x3F80_0000, 0x3BFF_FFFF, 0x3C00_0001, 0x3A9A_9A9B, 0x3D4C_CCCD] as [UInt32] {
+      let s0 = Float(bitPattern: scaleBits)
+      var tile: [Float] = []
+      for m in midpoints {
+        var w = m * s0
+        for _ in 0..<3 { w = w.nextDown }
+        for _ in 0..<7 {
+          tile.append(w)
+          tile.append(-w)
+          w = w.nextUp
+        }
+      }
+      // Pad to whole rows; the first element sets amax = 448 · s0, so s = s0 up to rounding.
+      tile[0] = 448 * s0
+      while tile.count % columns != 0 { tile.append(0) }
+      tileRows = tile.count / columns
+      tiles += tile
+    }
+    // One tile (band) per scale.
+    checkFastMatchesReference(tiles, rows: tiles.count / columns, columns: columns, blockRows: tileRows, blockColumns: 128)
   }
 
   @Test("Edge values in tiles: exact zeros, signed zeros, subnormals, FP32 extremes")

@@ -121,7 +121,7 @@ enum Int4Check {
   /// `shift` (0 or 1) and returns the output bytes and counts.
   static func runRow(
     fast: Bool, packed: [UInt8], columns: Int, scales: [UInt8], scaleType: Int4ScaleType, zeroPoints: [Int8]?,
-    groupSize: Int, groupIndex: [Int32]?, outputType: Int4OutputType, shift: Int = 0
+    groupSize: Int, groupIndex: [Int32]?, outputType: Int4OutputType, shift: Int = 0, path: KernelPath = .portable
   ) -> ([UInt8], Int4DequantizeCounts) {
     let p = [UInt8](repeating: 0xEE, count: shift) + packed
     let s = [UInt8](repeating: 0xEE, count: shift) + scales
@@ -139,7 +139,7 @@ enum Int4Check {
                 fast
                 ? Int4Dequantize.row(
                   packed: pv, columns: columns, scales: sv, scaleType: scaleType, zeroPoints: z, groupSize: groupSize,
-                  groupIndex: g, output: ov, outputType: outputType)
+                  groupIndex: g, output: ov, outputType: outputType, path: path)
                 : Int4Dequantize.rowReference(
                   packed: pv, columns: columns, scales: sv, scaleType: scaleType, zeroPoints: z, groupSize: groupSize,
                   groupIndex: g, output: ov, outputType: outputType)
@@ -151,6 +151,9 @@ enum Int4Check {
     return (Array(out[shift...]), counts)
   }
 
+  /// The concrete fast paths this machine can run: portable always, AVX-512 where the CPU has it.
+  static let paths = KernelPath.allCases.filter { $0 != .automatic && $0.isAvailable }
+
   static func withOptional<T, R>(_ a: [T]?, _ body: (UnsafeBufferPointer<T>?) -> R) -> R {
     if let a { return a.withUnsafeBufferPointer { body($0) } }
     return body(nil)
@@ -159,7 +162,7 @@ enum Int4Check {
   /// Runs the matrix kernel (or its reference) and returns output bytes and counts.
   static func runMatrix(
     _ layout: Int4Layout, packed: [UInt8], scales: [UInt8], zeroPoints: [UInt8]?, groupIndex: [Int32]?,
-    outputType: Int4OutputType, threads: Int?
+    outputType: Int4OutputType, threads: Int?, path: KernelPath = .portable
   ) -> ([UInt8], Int4DequantizeCounts) {
     var out = [UInt8](repeating: 0xCD, count: layout.outputByteCount(outputType))
     var counts = Int4DequantizeCounts()
@@ -171,7 +174,7 @@ enum Int4Check {
               if let threads {
                 counts = Int4Dequantize.matrix(
                   layout, packed: p, scales: s, zeroPoints: z, groupIndex: g, output: o, outputType: outputType,
-                  threads: threads)
+                  threads: threads, path: path)
               } else {
                 counts = Int4Dequantize.matrixReference(
                   layout, packed: p, scales: s, zeroPoints: z, groupIndex: g, output: o, outputType: outputType)
@@ -529,18 +532,20 @@ struct Int4FastPathTests {
         let reference = Int4Check.runRow(
           fast: false, packed: packed, columns: columns, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
           groupSize: groupSize, groupIndex: gIdx, outputType: config.outputType)
+        for path in Int4Check.paths {
         let fast = Int4Check.runRow(
           fast: true, packed: packed, columns: columns, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
-          groupSize: groupSize, groupIndex: gIdx, outputType: config.outputType, shift: shift)
-        let label = "\(config) columns \(columns) group \(groupSize) variant \(variant) shift \(shift)"
+          groupSize: groupSize, groupIndex: gIdx, outputType: config.outputType, shift: shift, path: path)
+        let label = "\(config) \(path) columns \(columns) group \(groupSize) variant \(variant) shift \(shift)"
         #expect(fast.0 == reference.0, "\(label): first difference \(Int4Check.firstDifference(fast.0, reference.0, elementSize: config.outputType.byteSize))")
         #expect(fast.1 == reference.1, "\(label): counts \(fast.1) vs \(reference.1)")
         if variant == 3, let g = gIdx, g == (0..<columns).map({ Int32($0 / groupSize) }) {
           // A column-order g_idx is the same as none.
           let plain = Int4Check.runRow(
             fast: true, packed: packed, columns: columns, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
-            groupSize: groupSize, groupIndex: nil, outputType: config.outputType)
+            groupSize: groupSize, groupIndex: nil, outputType: config.outputType, path: path)
           #expect(plain.0 == fast.0 && plain.1 == fast.1, "\(label): column-order g_idx")
+        }
         }
       }
     }
@@ -562,10 +567,12 @@ struct Int4FastPathTests {
           let reference = Int4Check.runRow(
             fast: false, packed: packed, columns: 64, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
             groupSize: 32, groupIndex: nil, outputType: config.outputType)
-          let fast = Int4Check.runRow(
-            fast: true, packed: packed, columns: 64, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
-            groupSize: 32, groupIndex: nil, outputType: config.outputType, shift: 1)
-          #expect(fast.0 == reference.0 && fast.1 == reference.1, "\(config) scale 0x\(String(a, radix: 16)) zp \(zp ?? [])")
+          for path in Int4Check.paths {
+            let fast = Int4Check.runRow(
+              fast: true, packed: packed, columns: 64, scales: scales, scaleType: config.scaleType, zeroPoints: zp,
+              groupSize: 32, groupIndex: nil, outputType: config.outputType, shift: 1, path: path)
+            #expect(fast.0 == reference.0 && fast.1 == reference.1, "\(config) \(path) scale 0x\(String(a, radix: 16)) zp \(zp ?? [])")
+          }
         }
       }
     }
@@ -615,9 +622,11 @@ struct Int4FastPathTests {
         }
         #expect(rowByRow == reference.0 && rowCounts == reference.1, "\(scaleType) \(strategy) reference matrix")
         for threads in [1, 2, 3] {
-          let fast = Int4Check.runMatrix(layout, packed: packed, scales: scales, zeroPoints: zpPacked, groupIndex: gIdx, outputType: outputType, threads: threads)
-          #expect(fast.0 == reference.0, "\(scaleType) \(strategy) \(rows)×\(columns) threads \(threads): \(Int4Check.firstDifference(fast.0, reference.0, elementSize: outputType.byteSize))")
-          #expect(fast.1 == reference.1, "\(scaleType) \(strategy) threads \(threads): counts \(fast.1) vs \(reference.1)")
+          for path in Int4Check.paths {
+            let fast = Int4Check.runMatrix(layout, packed: packed, scales: scales, zeroPoints: zpPacked, groupIndex: gIdx, outputType: outputType, threads: threads, path: path)
+            #expect(fast.0 == reference.0, "\(scaleType) \(strategy) \(rows)×\(columns) threads \(threads) \(path): \(Int4Check.firstDifference(fast.0, reference.0, elementSize: outputType.byteSize))")
+            #expect(fast.1 == reference.1, "\(scaleType) \(strategy) threads \(threads) \(path): counts \(fast.1) vs \(reference.1)")
+          }
         }
       }
     }

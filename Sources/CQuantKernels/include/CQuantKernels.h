@@ -1,0 +1,56 @@
+// Run-time selected AVX-512 kernels for the `QuantKernels` module; nothing else
+// imports this target.
+//
+// Every function here has a portable Swift twin in QuantKernels and a scalar
+// reference there; tests compare all three on seeded inputs. The functions are
+// compiled with per-function target attributes, so the rest of the binary stays
+// baseline x86-64: call them only when `ck_avx512_available()` returns 1. On
+// other architectures they exist, do nothing and return 0.
+#ifndef CQUANTKERNELS_H
+#define CQUANTKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// 1 when the CPU and OS support AVX-512 F and BW (with ZMM state enabled), else 0.
+int ck_avx512_available(void);
+
+/// Output formats of `ck_int4_groups_bf16_scale`.
+enum {
+  CK_OUT_F32 = 0,
+  CK_OUT_BF16 = 1,
+  CK_OUT_F16 = 2,
+};
+
+/// Dequantizes whole groups of one packed INT4 row with BF16 scales.
+///
+/// Group `g` covers `32 * chunks` elements: packed bytes
+/// `src[16*chunks*g ..< 16*chunks*(g+1)]` (element 2k in the low nibble of byte
+/// k), scale `scales[g]` (BF16 bits), zero point `zero_points[g]` in [-8, 7]
+/// (or 0 when `zero_points` is NULL). Each output is `(nibble - 8 - zp) * s`,
+/// rounded to nearest even into `out_type`.
+///
+/// Groups are processed in order; the function stops before the first group
+/// whose scale the vector path may not take (the same rule as the Swift
+/// `vectorScale`: non-finite or |s| >= 2^124; for FP16 output also |s| < 2^-14 or
+/// a product above 65504) and returns the number of groups done. `*inexact` is
+/// increased by the number of outputs that are not exactly the product.
+size_t ck_int4_groups_bf16_scale(
+  const uint8_t *src, void *dst, size_t groups, size_t chunks, const void *scales,
+  const int8_t *zero_points, int out_type, uint64_t *inexact);
+
+/// Quantizes tile rows (bands) `band_begin ..< band_end` of a row-major
+/// `rows x columns` FP32 matrix to FP8 E4M3FN in `block_rows x block_columns`
+/// tiles (tails allowed), writing their codes into the `rows x columns` byte
+/// matrix `codes` and their scales into the row-major
+/// `ceil(rows / block_rows) x ceil(columns / block_columns)` matrix `scales`.
+///
+/// The rules are those of Swift's `FP8Block`: amax over finite values,
+/// `s = amax / 448` (1 when amax is 0, 2^-149 when it underflows),
+/// `code = e4m3fn(clamp(w / s, ±448))` with round to nearest even, the FP32
+/// quotient correctly rounded. Returns the number of non-finite inputs.
+size_t ck_fp8_block_quantize_bands(
+  const float *weights, size_t rows, size_t columns, size_t block_rows, size_t block_columns, size_t band_begin,
+  size_t band_end, uint8_t *codes, float *scales);
+
+#endif
