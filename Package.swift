@@ -31,6 +31,7 @@ let package = Package(
     .library(name: "Checkpoint", targets: ["Checkpoint"]),
     .library(name: "QuantKernels", targets: ["QuantKernels"]),
     .library(name: "Verification", targets: ["Verification"]),
+    .library(name: "Conversion", targets: ["Conversion"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -55,11 +56,15 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: swiftSettings),
+    .target(
+      name: "Conversion",
+      dependencies: ["StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "QuantKernels", "Verification"],
+      swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
     .executableTarget(
       name: "ckpt",
       dependencies: [
-        "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "Verification",
+        "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "Verification", "Conversion",
         "Reports", "Zstd", "BLAS", "HDF5",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],

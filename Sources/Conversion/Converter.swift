@@ -1,0 +1,336 @@
+import Checkpoint
+import QuantKernels
+import SafeTensors
+import StrictJSON
+import Verification
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// What happened to one output tensor's values.
+public struct TensorExactness: Sendable {
+  public let name: String
+  /// `converted` (dequantized or FP8), `cast`, or `copied`.
+  public let action: String
+  /// Elements whose output is not exactly the source value (0 when exact).
+  public let inexact: Int
+  /// Outputs that are NaN or ±inf although the source is finite (FP16 overflow).
+  public let overflow: Int
+  /// Largest `|out − exact|` and `|out − exact| / |exact|` over the tensor (0 when exact).
+  public let maxAbsError: Double
+  public let maxRelError: Double
+  public var isExact: Bool { inexact == 0 && overflow == 0 }
+}
+
+/// Per-shard results.
+public struct ShardResult: Sendable {
+  public let shard: String
+  public let sha256: String?
+  public let bytes: Int
+  /// Skipped because a journal entry verified (resume).
+  public let skipped: Bool
+  public let tensors: [TensorExactness]
+}
+
+/// Options of one conversion run.
+public struct ConvertOptions: Sendable {
+  public var jobs: Int
+  /// Compute everything but write nothing (for `--require-exact` and `--dry-run` checks).
+  public var computeOnly: Bool
+  /// Called with input bytes done.
+  public var progress: (@Sendable (Int) -> Void)?
+  public init(jobs: Int = Parallel.defaultJobs, computeOnly: Bool = false, progress: (@Sendable (Int) -> Void)? = nil) {
+    self.jobs = jobs
+    self.computeOnly = computeOnly
+    self.progress = progress
+  }
+}
+
+/// Streams one shard of a plan from its memory-mapped input into its output.
+public enum Converter {
+  /// Converts (or, with `computeOnly`, only computes) one shard.
+  ///
+  /// Memory: one scratch buffer per output kind, sized for the largest tensor
+  /// (FP32 values, output codes), reused for every tensor; input pages are
+  /// released after each tensor, so RSS stays near those buffers.
+  public static func convert(
+    _ shard: ShardPlan, plan: ConversionPlan, input root: String, output directory: String, options: ConvertOptions
+  ) throws(ConversionError) -> ShardResult {
+    let inputPath = root + "/" + shard.input
+    let file: SafeTensorsFile
+    do { file = try SafeTensorsFile(path: inputPath) } catch {
+      throw ConversionError("unreadable-shard", file: shard.input, "\(error)")
+    }
+    file.mapping.adviseSequential()
+    var writer: SafeTensorsWriter? = nil
+    if !options.computeOnly {
+      do {
+        writer = try SafeTensorsWriter(
+          path: directory + "/" + shard.output, tensors: shard.tensors.map(\.planned),
+          metadata: file.header.metadata ?? SafeTensorsWriter.defaultMetadata, order: .reference)
+      } catch {
+        throw ConversionError("write-failed", file: shard.output, "\(error)")
+      }
+    }
+    let sources = Dictionary(shard.tensors.map { ($0.planned.name, $0.source) }, uniquingKeysWith: { a, _ in a })
+    let order = writer?.tensors ?? shard.tensors.map(\.planned)
+    var scratch = Scratch()
+    defer { scratch.free() }
+    var results: [TensorExactness] = []
+    let jobs = max(1, options.jobs)
+    for planned in order {
+      guard let source = sources[planned.name] else { continue }
+      let r = try produce(planned, source: source, file: file, shard: shard.input, plan: plan, jobs: jobs, scratch: &scratch) {
+        (bytes: UnsafeRawBufferPointer) throws(ConversionError) in
+        guard let w = writer else { return }
+        do { try w.write(bytes, for: planned.name) } catch {
+          throw ConversionError("write-failed", file: shard.output, tensor: planned.name, "\(error)")
+        }
+      }
+      results.append(r)
+    }
+    var digest: String? = nil
+    if let w = writer {
+      do { try w.finish() } catch { throw ConversionError("write-failed", file: shard.output, "\(error)") }
+      do { digest = try Hashing.sha256(file: directory + "/" + shard.output) } catch {
+        throw ConversionError("write-failed", file: shard.output, "cannot re-read the finished shard: \(error)")
+      }
+    }
+    file.mapping.release(0..<file.mapping.count)
+    return ShardResult(shard: shard.output, sha256: digest, bytes: shard.outputBytes, skipped: false, tensors: results)
+  }
+
+  /// Reusable buffers, grown as needed.
+  struct Scratch {
+    var values: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    var output: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    var scales: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    static func ensure(_ b: inout UnsafeMutableRawBufferPointer, _ n: Int) {
+      if b.count < n {
+        b.deallocate()
+        b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n, 64), alignment: 64)
+      }
+    }
+
+    mutating func free() {
+      values.deallocate()
+      output.deallocate()
+      scales.deallocate()
+    }
+  }
+
+  /// Computes one output tensor and hands its bytes to `emit`.
+  static func produce(
+    _ planned: PlannedTensor, source: TensorSource, file: SafeTensorsFile, shard: String, plan: ConversionPlan, jobs: Int,
+    scratch: inout Scratch, emit: (UnsafeRawBufferPointer) throws(ConversionError) -> Void
+  ) throws(ConversionError) -> TensorExactness {
+    switch source {
+    case .copy(let name):
+      let info = try tensorInfo(name, file, shard)
+      try withTensor(info, file) { (b) throws(ConversionError) in try emit(b) }
+      return TensorExactness(name: planned.name, action: "copied", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
+
+    case .cast(let name, let from):
+      let info = try tensorInfo(name, file, shard)
+      let n = info.elementCount
+      Scratch.ensure(&scratch.values, 4 * n)
+      Scratch.ensure(&scratch.output, n * planned.dtype.byteSizeOrZero)
+      let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
+      try withTensor(info, file) { (b) throws(ConversionError) in
+        if from == .f32 {
+          values.copyMemory(from: b)
+        } else {
+          FloatConversion.convertRows(b, from: floatFormat(from), to: .f32, rows: 1, columns: n, into: values, jobs: jobs)
+        }
+      }
+      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<(n * planned.dtype.byteSizeOrZero)])
+      if planned.dtype == .f32 {
+        out.copyMemory(from: UnsafeRawBufferPointer(values))
+      } else {
+        FloatConversion.convertRows(UnsafeRawBufferPointer(values), from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
+      }
+      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n)
+      try emit(UnsafeRawBufferPointer(out))
+      return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
+
+    case .dequantize(let m):
+      let l = m.layout
+      let n = l.rows * l.columns
+      let type: Int4OutputType = planned.dtype == .bf16 ? .bf16 : planned.dtype == .f16 ? .f16 : .f32
+      Scratch.ensure(&scratch.output, l.outputByteCount(type))
+      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<l.outputByteCount(type)])
+      let counts = try dequantize(m, file: file, shard: shard, into: out, type: type, jobs: jobs)
+      var e = (inexact: 0, overflow: 0, abs: 0.0, rel: 0.0)
+      if counts.inexact > 0 || counts.nonFinite > 0 {
+        // Error figures against the exact FP32 values.
+        Scratch.ensure(&scratch.values, 4 * n)
+        let exact = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
+        _ = try dequantize(m, file: file, shard: shard, into: exact, type: .f32, jobs: jobs)
+        e = errors(exact: UnsafeRawBufferPointer(exact), output: UnsafeRawBufferPointer(out), format: type == .bf16 ? .bf16 : .f16, count: n)
+      }
+      try emit(UnsafeRawBufferPointer(out))
+      return TensorExactness(name: planned.name, action: "converted", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
+
+    case .fp8Codes(let src), .fp8Scales(let src):
+      let rows = src.rows
+      let columns = src.columns
+      let n = rows * columns
+      let bs = plan.blockSize
+      let shape = FP8Block.scaleShape(rows: rows, columns: columns, blockRows: bs, blockColumns: bs)
+      Scratch.ensure(&scratch.values, 4 * n)
+      Scratch.ensure(&scratch.output, n)
+      Scratch.ensure(&scratch.scales, 4 * shape.rows * shape.columns)
+      let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
+      try exactValues(src, file: file, shard: shard, into: values, jobs: jobs)
+      let codes = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<n])
+      let scales = UnsafeMutableBufferPointer<Float>(
+        start: scratch.scales.baseAddress!.assumingMemoryBound(to: Float.self), count: shape.rows * shape.columns)
+      let floats = UnsafeBufferPointer<Float>(start: values.baseAddress?.assumingMemoryBound(to: Float.self), count: n)
+      let nonFinite = FP8Block.quantize(
+        weights: floats, rows: rows, columns: columns, blockRows: bs, blockColumns: bs, codes: codes, scales: scales, jobs: jobs)
+      if nonFinite > 0 {
+        throw ConversionError("non-finite", file: shard, tensor: src.module, "\(nonFinite) NaN/Inf values cannot be quantized to FP8")
+      }
+      if case .fp8Scales = source {
+        try emit(UnsafeRawBufferPointer(scales))
+        return TensorExactness(name: planned.name, action: "converted", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
+      }
+      // Error figures: dequantize the codes (into the codes' FP32 twin) and compare.
+      let e = fp8Errors(exact: floats, codes: UnsafeRawBufferPointer(codes), scales: UnsafeBufferPointer(scales), rows: rows, columns: columns, blockSize: bs)
+      try emit(UnsafeRawBufferPointer(codes))
+      return TensorExactness(name: planned.name, action: "converted", inexact: e.inexact, overflow: 0, maxAbsError: e.abs, maxRelError: e.rel)
+    }
+  }
+
+  static func tensorInfo(_ name: String, _ file: SafeTensorsFile, _ shard: String) throws(ConversionError) -> TensorInfo {
+    do { return try file.info(name) } catch { throw ConversionError("missing-tensor", file: shard, tensor: name, "\(error)") }
+  }
+
+  /// The tensor's bytes, with its pages released afterwards.
+  static func withTensor<R>(
+    _ info: TensorInfo, _ file: SafeTensorsFile, _ body: (UnsafeRawBufferPointer) throws(ConversionError) -> R
+  ) throws(ConversionError) -> R {
+    let range = file.fileRange(of: info)
+    defer { file.mapping.release(range) }
+    return try file.mapping.withBytes(range) { (raw) throws(ConversionError) -> R in try body(raw) }
+  }
+
+  static func floatFormat(_ d: DType) -> FloatFormat {
+    switch d {
+    case .bf16: .bf16
+    case .f16: .f16
+    case .f8E4M3: .f8e4m3fn
+    default: .f32
+    }
+  }
+
+  /// Dequantizes a module with the fast kernel.
+  static func dequantize(
+    _ m: Int4Module, file: SafeTensorsFile, shard: String, into out: UnsafeMutableRawBufferPointer, type: Int4OutputType, jobs: Int
+  ) throws(ConversionError) -> Int4DequantizeCounts {
+    let packed = try tensorInfo(m.packed, file, shard)
+    let scale = try tensorInfo(m.scale, file, shard)
+    let zp = try m.zeroPoint.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
+    let gi = try m.groupIndex.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
+    let ranges = [packed, scale].map { file.fileRange(of: $0) } + [zp, gi].compactMap { $0.map { file.fileRange(of: $0) } }
+    defer { for r in ranges { file.mapping.release(r) } }
+    return try file.mapping.withBytes(0..<file.mapping.count) { (raw) throws(ConversionError) -> Int4DequantizeCounts in
+      let p = UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: packed)])
+      let s = UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: scale)])
+      let z = zp.map { UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: $0)]) }
+      var index: [Int32]? = nil
+      if let gi {
+        do { index = try m.layout.groupIndex(from: UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: gi)])) } catch {
+          throw ConversionError("bad-g-idx", file: shard, tensor: gi.name, "\(error)")
+        }
+      }
+      if let index {
+        return index.withUnsafeBufferPointer {
+          Int4Dequantize.matrix(m.layout, packed: p, scales: s, zeroPoints: z, groupIndex: $0, output: out, outputType: type, threads: jobs)
+        }
+      }
+      return Int4Dequantize.matrix(m.layout, packed: p, scales: s, zeroPoints: z, groupIndex: nil, output: out, outputType: type, threads: jobs)
+    }
+  }
+
+  /// The exact FP32 values of an FP8 source.
+  static func exactValues(
+    _ src: FP8Source, file: SafeTensorsFile, shard: String, into values: UnsafeMutableRawBufferPointer, jobs: Int
+  ) throws(ConversionError) {
+    switch src {
+    case .int4(let m):
+      let c = try dequantize(m, file: file, shard: shard, into: values, type: .f32, jobs: jobs)
+      if c.nonFinite > 0 {
+        throw ConversionError("non-finite", file: shard, tensor: m.scale, "\(c.nonFinite) dequantized values are NaN/Inf")
+      }
+    case .float(let name, let dtype, let rows, let columns):
+      let info = try tensorInfo(name, file, shard)
+      try withTensor(info, file) { (b) throws(ConversionError) in
+        if dtype == .f32 {
+          values.copyMemory(from: b)
+        } else {
+          FloatConversion.convertRows(b, from: floatFormat(dtype), to: .f32, rows: rows, columns: columns, into: values, jobs: jobs)
+        }
+      }
+    }
+  }
+
+  /// Counts and maxima of the differences between exact FP32 values and their narrow encodings.
+  static func errors(
+    exact: UnsafeRawBufferPointer, output: UnsafeRawBufferPointer, format: FloatFormat, count: Int
+  ) -> (inexact: Int, overflow: Int, abs: Double, rel: Double) {
+    var inexact = 0
+    var overflow = 0
+    var maxAbs = 0.0
+    var maxRel = 0.0
+    for i in 0..<count {
+      let x = Float(bitPattern: exact.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+      let y: Float
+      switch format {
+      case .bf16: y = Float(bitPattern: UInt32(output.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+      case .f16: y = Float16Bits.decode(output.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+      default: y = Float(bitPattern: output.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+      }
+      if x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN) { continue }
+      if x.isFinite && !y.isFinite {
+        overflow += 1
+        continue
+      }
+      inexact += 1
+      let d = Double(abs(y - x))
+      maxAbs = max(maxAbs, d)
+      if x != 0 { maxRel = max(maxRel, d / Double(abs(x))) }
+    }
+    return (inexact, overflow, maxAbs, maxRel)
+  }
+
+  static func fp8Errors(
+    exact: UnsafeBufferPointer<Float>, codes: UnsafeRawBufferPointer, scales: UnsafeBufferPointer<Float>, rows: Int, columns: Int,
+    blockSize: Int
+  ) -> (inexact: Int, abs: Double, rel: Double) {
+    let table = Float8E4M3FN.decodeTable
+    let sc = (columns + blockSize - 1) / blockSize
+    var inexact = 0
+    var maxAbs = 0.0
+    var maxRel = 0.0
+    for i in 0..<rows {
+      for j in 0..<columns {
+        let x = exact[i * columns + j]
+        let y = table[Int(codes[i * columns + j])] * scales[(i / blockSize) * sc + j / blockSize]
+        if x == y { continue }
+        inexact += 1
+        let d = Double(abs(y - x))
+        maxAbs = max(maxAbs, d)
+        if x != 0 { maxRel = max(maxRel, d / Double(abs(x))) }
+      }
+    }
+    return (inexact, maxAbs, maxRel)
+  }
+}
+
+extension DType {
+  /// Bytes per element (0 for sub-byte types).
+  var byteSizeOrZero: Int { PlannedTensor(name: "", dtype: self, shape: [1]).byteCount ?? 0 }
+}
