@@ -109,7 +109,7 @@ let package = Package(
       name: "NativeLibraryTests", dependencies: ["Zstd", "BLAS", "HDF5"],
       swiftSettings: swiftSettings),
     .testTarget(
-      name: "CkptTests", dependencies: ["ckpt", "TestSupport", "StrictJSON"],
+      name: "CkptTests", dependencies: ["ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification"],
       swiftSettings: swiftSettings),
   ]
 )

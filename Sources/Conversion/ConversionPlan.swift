@@ -202,7 +202,7 @@ extension ConversionPlan {
         throw ConversionError("unreadable-shard", file: name, "\(error)")
       }
       let tensors = try planShard(file, name: name, quantization: quantization, target: target, blockSize: blockSize, castAll: castAll)
-      let planned = tensors.map(\.planned)
+      let planned = SafeTensorsWriter.referenceOrdered(tensors.map(\.planned))
       let sizes = planned.map { $0.byteCount ?? 0 }
       let header = SafeTensorsWriter.headerBytes(tensors: planned, sizes: sizes, metadata: file.header.metadata ?? SafeTensorsWriter.defaultMetadata)
       shards.append(ShardPlan(

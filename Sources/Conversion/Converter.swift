@@ -98,7 +98,7 @@ public enum Converter {
       }
     }
     file.mapping.release(0..<file.mapping.count)
-    return ShardResult(shard: shard.output, sha256: digest, bytes: shard.outputBytes, skipped: false, tensors: results)
+    return ShardResult(shard: shard.output, sha256: digest, bytes: writer?.fileSize ?? shard.outputBytes, skipped: false, tensors: results)
   }
 
   /// Reusable buffers, grown as needed.

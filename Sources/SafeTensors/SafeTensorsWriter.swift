@@ -91,11 +91,7 @@ public final class SafeTensorsWriter {
     let ordered: [PlannedTensor]
     switch order {
     case .asGiven: ordered = tensors
-    case .reference:
-      ordered = tensors.sorted {
-        if $0.dtype != $1.dtype { return $0.dtype.referenceOrder > $1.dtype.referenceOrder }
-        return $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
-      }
+    case .reference: ordered = Self.referenceOrdered(tensors)
     }
     var seen = Set<String>()
     var sizes: [Int] = []
@@ -126,6 +122,14 @@ public final class SafeTensorsWriter {
     if file != nil {
       file = nil
       unlink(temporaryPath)
+    }
+  }
+
+  /// `tensors` in the reference writer's order: descending dtype alignment, then name (bytewise).
+  public static func referenceOrdered(_ tensors: [PlannedTensor]) -> [PlannedTensor] {
+    tensors.sorted {
+      if $0.dtype != $1.dtype { return $0.dtype.referenceOrder > $1.dtype.referenceOrder }
+      return $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
     }
   }
 
