@@ -267,8 +267,8 @@ extension ConversionPlan {
           if part == ".weight_packed" {
             let shape = [m.layout.rows, m.layout.columns]
             if target == .fp8Block {
-              out.append(fp8Pair(.int4(m), blockSize: blockSize).0)
-              out.append(fp8Pair(.int4(m), blockSize: blockSize).1)
+              let pair = fp8Pair(.int4(m), blockSize: blockSize)
+              out += [pair.0, pair.1]
             } else {
               out.append(OutputTensor(planned: PlannedTensor(name: m.name + ".weight", dtype: target.weightDType, shape: shape), source: .dequantize(m)))
             }

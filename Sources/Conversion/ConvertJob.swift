@@ -94,7 +94,8 @@ public enum ConvertJob {
     input: String, output: String, settings: JSONObject
   ) throws(ConversionError) -> ConvertJournal {
     let inReal = realPath(input) ?? input
-    let outReal = realPath(output) ?? (realPath(FileSystem.split(output).directory).map { $0 + "/" + FileSystem.split(output).name } ?? output)
+    let (parent, leaf) = FileSystem.split(output)
+    let outReal = realPath(output) ?? (realPath(parent).map { $0 + "/" + leaf } ?? output)
     if outReal == inReal || outReal.hasPrefix(inReal + "/") {
       throw ConversionError("output-inside-input", file: output, "OUT must not be IN or inside it (\(inReal))")
     }
@@ -218,7 +219,8 @@ public enum ConvertJob {
     for e in entries where FileSystem.isTemporaryName(e) { unlink(directory + "/" + e) }
   }
 
-  static func realPath(_ path: String) -> String? {
+  /// The canonical absolute path (`realpath(3)`), or `nil` when it does not exist.
+  public static func realPath(_ path: String) -> String? {
     guard let p = realpath(path, nil) else { return nil }
     defer { free(p) }
     return String(cString: p)

@@ -136,7 +136,8 @@ public enum Converter {
       let info = try tensorInfo(name, file, shard)
       let n = info.elementCount
       Scratch.ensure(&scratch.values, 4 * n)
-      Scratch.ensure(&scratch.output, n * planned.dtype.byteSizeOrZero)
+      let outBytes = n * (planned.dtype.byteSize ?? 0)
+      Scratch.ensure(&scratch.output, outBytes)
       let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
       try withTensor(info, file) { (b) throws(ConversionError) in
         if from == .f32 {
@@ -145,7 +146,7 @@ public enum Converter {
           FloatConversion.convertRows(b, from: floatFormat(from), to: .f32, rows: 1, columns: n, into: values, jobs: jobs)
         }
       }
-      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<(n * planned.dtype.byteSizeOrZero)])
+      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<outBytes])
       if planned.dtype == .f32 {
         out.copyMemory(from: UnsafeRawBufferPointer(values))
       } else {
@@ -328,9 +329,4 @@ public enum Converter {
     }
     return (inexact, maxAbs, maxRel)
   }
-}
-
-extension DType {
-  /// Bytes per element (0 for sub-byte types).
-  var byteSizeOrZero: Int { PlannedTensor(name: "", dtype: self, shape: [1]).byteCount ?? 0 }
 }

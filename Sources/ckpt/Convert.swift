@@ -6,12 +6,6 @@ import SafeTensors
 import StrictJSON
 import Verification
 
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
-
 /// `ckpt convert IN OUT --to bf16|fp16|fp32|fp8-block …`.
 struct Convert: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -149,7 +143,7 @@ struct Convert: ParsableCommand {
 
   static func settings(_ c: Checkpoint, target: ConvertTarget, blockSize: Int, castAll: Bool) -> JSONObject {
     var o = JSONObject()
-    o["input"] = .string(ConvertJobPaths.absolute(c.path))
+    o["input"] = .string(ConvertJob.realPath(c.path) ?? c.path)
     o["to"] = .string(target.rawValue)
     if target == .fp8Block { o["block_size"] = .number(JSONNumber(blockSize)) }
     o["cast_all"] = .bool(castAll)
@@ -258,13 +252,5 @@ extension OutputTensor {
   var isConverted: Bool {
     if case .copy = source { return false }
     return true
-  }
-}
-
-enum ConvertJobPaths {
-  static func absolute(_ path: String) -> String {
-    guard let p = realpath(path, nil) else { return path }
-    defer { free(p) }
-    return String(cString: p)
   }
 }

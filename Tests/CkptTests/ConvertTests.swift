@@ -82,7 +82,7 @@ struct ConvertTests {
       let report = try #require(try JSONParser.parse(Array(r.stdout.utf8)).objectValue)
       #expect(report["summary"]?["lossy"]?.intValue == 0)
     }
-    // FP32 = BF16-rounded? No: FP32 holds the exact products, BF16 their rounding.
+    // FP32 holds the exact products (BF16 holds their rounding).
     let f32 = try Self.tensorDigests(tmp.path + "/fp32")
     #expect(f32["model.layers.1.mlp.experts.0.up_proj.weight"]?.dtype == .f32)
   }
