@@ -58,7 +58,10 @@ let package = Package(
       swiftSettings: swiftSettings),
     .target(
       name: "Conversion",
-      dependencies: ["StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "QuantKernels", "Verification"],
+      dependencies: [
+        "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "QuantKernels", "Verification",
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
       swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
     .executableTarget(

@@ -297,9 +297,52 @@ size_t ck_fp8_block_quantize_bands(
   return non_finite;
 }
 
+CK_TARGET
+void ck_narrow_errors(const float *exact, const uint16_t *narrow, size_t n, int format, ck_error_stats *stats) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i inf_bits = _mm512_set1_epi32(0x7F800000);
+  __m512 max_abs = _mm512_set1_ps(stats->max_abs);
+  __m512 max_rel = _mm512_set1_ps(stats->max_rel);
+  uint64_t inexact = 0, overflow = 0;
+  size_t i = 0;
+  for (; i < n; i += 16) {
+    __mmask16 live = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512i xb = _mm512_maskz_loadu_epi32(live, exact + i);
+    __m256i h = _mm256_maskz_loadu_epi16(live, narrow + i);
+    __m512i yb = format == CK_OUT_BF16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16) : _mm512_castps_si512(_mm512_cvtph_ps(h));
+    __m512i xa = _mm512_and_si512(xb, abs_mask);
+    __m512i ya = _mm512_and_si512(yb, abs_mask);
+    __mmask16 x_nan = _mm512_cmpgt_epu32_mask(xa, inf_bits);
+    __mmask16 y_nan = _mm512_cmpgt_epu32_mask(ya, inf_bits);
+    __mmask16 differ = _mm512_mask_cmpneq_epu32_mask(live, xb, yb) & (__mmask16) ~(x_nan & y_nan);
+    if (!differ) continue;
+    __mmask16 x_fin = _mm512_cmplt_epu32_mask(xa, inf_bits);
+    __mmask16 y_fin = _mm512_cmplt_epu32_mask(ya, inf_bits);
+    __mmask16 over = differ & x_fin & (__mmask16)~y_fin;
+    __mmask16 inex = differ & (__mmask16)~over;
+    overflow += (uint64_t)__builtin_popcount(over);
+    inexact += (uint64_t)__builtin_popcount(inex);
+    __m512 x = _mm512_castsi512_ps(xb);
+    __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_castsi512_ps(yb), x));
+    __mmask16 d_ok = inex & _mm512_cmp_ps_mask(d, d, _CMP_ORD_Q);
+    max_abs = _mm512_mask_max_ps(max_abs, d_ok & _mm512_cmp_ps_mask(d, max_abs, _CMP_GT_OQ), d, max_abs);
+    __mmask16 r_ok = d_ok & _mm512_test_epi32_mask(xa, xa);
+    __m512 r = _mm512_maskz_div_ps(r_ok, d, _mm512_castsi512_ps(xa));
+    max_rel = _mm512_mask_max_ps(max_rel, r_ok & _mm512_cmp_ps_mask(r, max_rel, _CMP_GT_OQ), r, max_rel);
+  }
+  stats->inexact += inexact;
+  stats->overflow += overflow;
+  stats->max_abs = _mm512_reduce_max_ps(max_abs);
+  stats->max_rel = _mm512_reduce_max_ps(max_rel);
+}
+
 #else
 
 int ck_avx512_available(void) { return 0; }
+
+void ck_narrow_errors(const float *exact, const uint16_t *narrow, size_t n, int format, ck_error_stats *stats) {
+  (void)exact, (void)narrow, (void)n, (void)format, (void)stats;
+}
 
 size_t ck_int4_groups_bf16_scale(
   const uint8_t *src, void *dst, size_t groups, size_t chunks, const void *scales,

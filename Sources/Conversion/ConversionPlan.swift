@@ -57,6 +57,8 @@ public struct Int4Module: Sendable {
   public var packed: String { name + ".weight_packed" }
   public var scale: String { name + ".weight_scale" }
   public var shape: String { name + ".weight_shape" }
+  /// Every input tensor of the module.
+  public var inputNames: [String] { [packed, scale] + [zeroPoint, groupIndex].compactMap { $0 } }
 }
 
 /// Where the bytes of one output tensor come from.
@@ -71,6 +73,19 @@ public enum TensorSource: Sendable {
   case fp8Codes(FP8Source)
   /// FP8 block scales (`X.weight_scale_inv`) of a module.
   case fp8Scales(FP8Source)
+
+  /// The input tensors it reads.
+  public var inputNames: [String] {
+    switch self {
+    case .copy(let n), .cast(let n, _): [n]
+    case .dequantize(let m): m.inputNames
+    case .fp8Codes(let s), .fp8Scales(let s):
+      switch s {
+      case .int4(let m): m.inputNames
+      case .float(let name, _, _, _): [name]
+      }
+    }
+  }
 }
 
 /// The exact FP32 values an FP8 tensor is computed from.

@@ -1,7 +1,9 @@
 import Checkpoint
+import Dispatch
 import QuantKernels
 import SafeTensors
 import StrictJSON
+import Synchronization
 import Verification
 
 #if canImport(Glibc)
@@ -38,12 +40,71 @@ public struct ConvertOptions: Sendable {
   public var jobs: Int
   /// Compute everything but write nothing (for `--require-exact` and `--dry-run` checks).
   public var computeOnly: Bool
-  /// Called with input bytes done.
+  /// Called with output bytes done, after each tensor.
   public var progress: (@Sendable (Int) -> Void)?
-  public init(jobs: Int = Parallel.defaultJobs, computeOnly: Bool = false, progress: (@Sendable (Int) -> Void)? = nil) {
+  /// Called once before converting, with the output bytes still to write.
+  public var started: (@Sendable (Int) -> Void)?
+  /// Write shards with `O_DIRECT` where the file system allows (see ``PipelinedSink``).
+  public var directIO: Bool
+  public init(
+    jobs: Int = Parallel.defaultJobs, computeOnly: Bool = false, directIO: Bool = true,
+    started: (@Sendable (Int) -> Void)? = nil, progress: (@Sendable (Int) -> Void)? = nil
+  ) {
+    self.started = started
     self.jobs = jobs
     self.computeOnly = computeOnly
+    self.directIO = directIO
     self.progress = progress
+  }
+}
+
+/// Reads a file sequentially in a background thread, staying at most `window`
+/// bytes ahead of the consumer's position, to fill the page cache.
+final class ReadAhead: @unchecked Sendable {
+  private let position = Atomic<Int>(0)
+  private let stopped = Atomic<Bool>(false)
+  private let done = DispatchSemaphore(value: 0)
+  private let wake = DispatchSemaphore(value: 0)
+
+  init(path: String, size: Int, window: Int) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+      done.signal()
+      return
+    }
+    _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+    DispatchQueue.global().async { [self] in
+      let chunk = 8 << 20
+      let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+      var offset = 0
+      while offset < size && !stopped.load(ordering: .relaxed) {
+        if offset >= position.load(ordering: .relaxed) + window {
+          _ = wake.wait(timeout: .now() + .milliseconds(50))
+          continue
+        }
+        let n = pread(fd, buffer, chunk, off_t(offset))
+        if n <= 0 { break }
+        offset += n
+      }
+      buffer.deallocate()
+      close(fd)
+      done.signal()
+    }
+  }
+
+  /// The consumer has reached `offset`.
+  func advance(to offset: Int) {
+    if offset > position.load(ordering: .relaxed) {
+      position.store(offset, ordering: .relaxed)
+      wake.signal()
+    }
+  }
+
+  /// Stops the thread and waits for it.
+  func stop() {
+    stopped.store(true, ordering: .relaxed)
+    wake.signal()
+    done.wait()
   }
 }
 
@@ -64,11 +125,17 @@ public enum Converter {
     }
     file.mapping.adviseSequential()
     var writer: SafeTensorsWriter? = nil
+    nonisolated(unsafe) var sink: PipelinedSink? = nil
     if !options.computeOnly {
       do {
         writer = try SafeTensorsWriter(
           path: directory + "/" + shard.output, tensors: shard.tensors.map(\.planned),
-          metadata: file.header.metadata ?? SafeTensorsWriter.defaultMetadata, order: .reference)
+          metadata: file.header.metadata ?? SafeTensorsWriter.defaultMetadata, order: .reference,
+          sink: { (path) throws(SafeTensorsError) in
+            let s = try PipelinedSink(path: path, direct: options.directIO)
+            sink = s
+            return s
+          })
       } catch {
         throw ConversionError("write-failed", file: shard.output, "\(error)")
       }
@@ -79,8 +146,17 @@ public enum Converter {
     defer { scratch.free() }
     var results: [TensorExactness] = []
     let jobs = max(1, options.jobs)
+    // Read ahead: a thread reads the input sequentially (as `cat` would) up
+    // to 256 MiB past the tensor being converted, so page faults on the
+    // mapping find the page cache filled (faulting a cold mapping measured 3×
+    // slower than reading the file first; Docs/PERFORMANCE.md).
+    let reader = ReadAhead(path: inputPath, size: file.mapping.count, window: 256 << 20)
+    defer { reader.stop() }
     for planned in order {
       guard let source = sources[planned.name] else { continue }
+      if let hi = source.inputNames.compactMap({ try? file.info($0) }).map({ file.fileRange(of: $0).upperBound }).max() {
+        reader.advance(to: hi)
+      }
       let r = try produce(planned, source: source, file: file, shard: shard.input, plan: plan, jobs: jobs, scratch: &scratch) {
         (bytes: UnsafeRawBufferPointer) throws(ConversionError) in
         guard let w = writer else { return }
@@ -89,13 +165,12 @@ public enum Converter {
         }
       }
       results.append(r)
+      options.progress?(planned.byteCount ?? 0)
     }
     var digest: String? = nil
     if let w = writer {
       do { try w.finish() } catch { throw ConversionError("write-failed", file: shard.output, "\(error)") }
-      do { digest = try Hashing.sha256(file: directory + "/" + shard.output) } catch {
-        throw ConversionError("write-failed", file: shard.output, "cannot re-read the finished shard: \(error)")
-      }
+      digest = sink?.sha256
     }
     file.mapping.release(0..<file.mapping.count)
     return ShardResult(shard: shard.output, sha256: digest, bytes: writer?.fileSize ?? shard.outputBytes, skipped: false, tensors: results)
@@ -152,7 +227,7 @@ public enum Converter {
       } else {
         FloatConversion.convertRows(UnsafeRawBufferPointer(values), from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
       }
-      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n)
+      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n, jobs: jobs)
       try emit(UnsafeRawBufferPointer(out))
       return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
 
@@ -169,7 +244,7 @@ public enum Converter {
         Scratch.ensure(&scratch.values, 4 * n)
         let exact = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
         _ = try dequantize(m, file: file, shard: shard, into: exact, type: .f32, jobs: jobs)
-        e = errors(exact: UnsafeRawBufferPointer(exact), output: UnsafeRawBufferPointer(out), format: type == .bf16 ? .bf16 : .f16, count: n)
+        e = errors(exact: UnsafeRawBufferPointer(exact), output: UnsafeRawBufferPointer(out), format: type == .bf16 ? .bf16 : .f16, count: n, jobs: jobs)
       }
       try emit(UnsafeRawBufferPointer(out))
       return TensorExactness(name: planned.name, action: "converted", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
@@ -278,33 +353,17 @@ public enum Converter {
     }
   }
 
-  /// Counts and maxima of the differences between exact FP32 values and their narrow encodings.
+  /// Counts and maxima of the differences between exact FP32 values and their
+  /// encodings in `format` (FP32 output is the exact values themselves).
   static func errors(
-    exact: UnsafeRawBufferPointer, output: UnsafeRawBufferPointer, format: FloatFormat, count: Int
+    exact: UnsafeRawBufferPointer, output: UnsafeRawBufferPointer, format: FloatFormat, count: Int, jobs: Int
   ) -> (inexact: Int, overflow: Int, abs: Double, rel: Double) {
-    var inexact = 0
-    var overflow = 0
-    var maxAbs = 0.0
-    var maxRel = 0.0
-    for i in 0..<count {
-      let x = Float(bitPattern: exact.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
-      let y: Float
-      switch format {
-      case .bf16: y = Float(bitPattern: UInt32(output.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-      case .f16: y = Float16Bits.decode(output.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-      default: y = Float(bitPattern: output.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
-      }
-      if x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN) { continue }
-      if x.isFinite && !y.isFinite {
-        overflow += 1
-        continue
-      }
-      inexact += 1
-      let d = Double(abs(y - x))
-      maxAbs = max(maxAbs, d)
-      if x != 0 { maxRel = max(maxRel, d / Double(abs(x))) }
-    }
-    return (inexact, overflow, maxAbs, maxRel)
+    guard format == .bf16 || format == .f16, count > 0 else { return (0, 0, 0, 0) }
+    let e = NarrowingErrors.measure(
+      exact: UnsafeBufferPointer(start: exact.baseAddress!.assumingMemoryBound(to: Float.self), count: count),
+      narrow: UnsafeBufferPointer(start: output.baseAddress!.assumingMemoryBound(to: UInt16.self), count: count),
+      format: format, threads: jobs)
+    return (e.inexact, e.overflow, Double(e.maxAbs), Double(e.maxRel))
   }
 
   static func fp8Errors(

@@ -54,6 +54,21 @@ public enum TensorOrder: Sendable {
 /// that every planned byte was written, syncs, and renames into place. A writer
 /// dropped without ``finish()`` removes its temporary file.
 public final class SafeTensorsWriter {
+  /// Where a writer's bytes go: a file at a temporary path, written in order.
+  ///
+  /// The default sink buffers and `write(2)`s; others may hash, pipeline or
+  /// bypass the page cache. The writer checks the plan, names the temporary
+  /// file, and renames it after ``ByteSink/finish()``.
+  public protocol ByteSink: AnyObject {
+    /// Appends bytes at the end of the file.
+    func append(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError)
+    /// Writes everything still held, syncs and closes the file.
+    func finish() throws(SafeTensorsError)
+  }
+
+  /// Makes the sink for a temporary path (the file does not exist yet).
+  public typealias SinkFactory = (String) throws(SafeTensorsError) -> any ByteSink
+
   /// The destination path.
   public let path: String
   /// The tensors in file order.
@@ -62,12 +77,10 @@ public final class SafeTensorsWriter {
   public let header: [UInt8]
 
   private let temporaryPath: String
-  private var file: SystemFile?
+  private var sink: (any ByteSink)?
   private var sizes: [Int]
   private var current = 0
   private var remainingInCurrent: Int
-  private var buffer: [UInt8] = []
-  private static let bufferCapacity = 1 << 22
 
   /// The metadata every writer emits unless told otherwise: `{"format":"pt"}`.
   ///
@@ -81,12 +94,13 @@ public final class SafeTensorsWriter {
   ///   - tensors: The tensors to write.
   ///   - metadata: `__metadata__` entries, in order; `nil` writes none.
   ///   - order: ``TensorOrder/reference`` sorts as the reference writer does.
+  ///   - sink: Makes the output for the temporary path; `nil` for buffered `write(2)`.
   /// - Throws: ``SafeTensorsError`` for an impossible plan (duplicate names,
   ///   overflowing shapes) or when the temporary file cannot be created.
   public init(
     path: String, tensors: [PlannedTensor],
     metadata: [(key: String, value: String)]? = SafeTensorsWriter.defaultMetadata,
-    order: TensorOrder = .reference
+    order: TensorOrder = .reference, sink: SinkFactory? = nil
   ) throws(SafeTensorsError) {
     let ordered: [PlannedTensor]
     switch order {
@@ -110,17 +124,23 @@ public final class SafeTensorsWriter {
     self.header = Self.headerBytes(tensors: ordered, sizes: sizes, metadata: metadata)
     self.remainingInCurrent = sizes.first ?? 0
     self.temporaryPath = FileSystem.temporaryPath(for: path)
-    let f = try SystemFile(creatingAt: temporaryPath)
+    let out: any ByteSink
+    if let sink { out = try sink(temporaryPath) } else { out = try BufferedSink(path: temporaryPath) }
     var prefix = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) }
     prefix.append(contentsOf: header)
-    try withBytes(of: prefix) { (b) throws(SafeTensorsError) in try f.write(b) }
-    self.file = consume f
+    do throws(SafeTensorsError) {
+      try withBytes(of: prefix) { (b) throws(SafeTensorsError) in try out.append(b) }
+    } catch {
+      unlink(temporaryPath)
+      throw error
+    }
+    self.sink = out
     skipEmptyTensors()
   }
 
   deinit {
-    if file != nil {
-      file = nil
+    if sink != nil {
+      sink = nil
       unlink(temporaryPath)
     }
   }
@@ -181,7 +201,7 @@ public final class SafeTensorsWriter {
   /// - Throws: ``SafeTensorsError`` on misuse (more bytes than planned, wrong
   ///   tensor) or an I/O failure.
   public func write(_ bytes: UnsafeRawBufferPointer, for name: String? = nil) throws(SafeTensorsError) {
-    guard file != nil else { throw misuse("write after finish") }
+    guard sink != nil else { throw misuse("write after finish") }
     if bytes.isEmpty, let name, let k = tensors.firstIndex(where: { $0.name == name }), sizes[k] == 0 {
       return  // an empty tensor: nothing to write
     }
@@ -215,11 +235,9 @@ public final class SafeTensorsWriter {
     guard current == tensors.count else {
       throw misuse("finished with \(tensors.count - current) tensors unwritten, next \(quoted(tensors[current].name))")
     }
-    try flush()
-    guard let f = file.take() else { throw misuse("finish called twice") }
+    guard let out = sink.take() else { throw misuse("finish called twice") }
     do throws(SafeTensorsError) {
-      try f.sync()
-      _ = consume f
+      try out.finish()
       try FileSystem.commit(temporaryPath, to: path)
     } catch {
       unlink(temporaryPath)
@@ -235,18 +253,37 @@ public final class SafeTensorsWriter {
   }
 
   private func append(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
-    if buffer.count + bytes.count > Self.bufferCapacity { try flush() }
-    if bytes.count >= Self.bufferCapacity {
-      try file!.write(bytes)
-    } else {
-      buffer.append(contentsOf: bytes)
-    }
+    try sink!.append(bytes)
   }
 
-  private func flush() throws(SafeTensorsError) {
-    guard !buffer.isEmpty else { return }
-    try withBytes(of: buffer) { (b) throws(SafeTensorsError) in try file!.write(b) }
-    buffer.removeAll(keepingCapacity: true)
+  /// The default sink: a 4 MiB buffer in front of `write(2)`, `fsync` at the end.
+  final class BufferedSink: ByteSink {
+    private var file: SystemFile?
+    private var buffer: [UInt8] = []
+    private static let capacity = 1 << 22
+
+    init(path: String) throws(SafeTensorsError) { file = try SystemFile(creatingAt: path) }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
+      if buffer.count + bytes.count > Self.capacity { try flush() }
+      if bytes.count >= Self.capacity {
+        try file!.write(bytes)
+      } else {
+        buffer.append(contentsOf: bytes)
+      }
+    }
+
+    private func flush() throws(SafeTensorsError) {
+      guard !buffer.isEmpty else { return }
+      try withBytes(of: buffer) { (b) throws(SafeTensorsError) in try file!.write(b) }
+      buffer.removeAll(keepingCapacity: true)
+    }
+
+    func finish() throws(SafeTensorsError) {
+      try flush()
+      guard let f = file.take() else { return }
+      try f.sync()
+    }
   }
 
   private func misuse(_ why: String) -> SafeTensorsError {

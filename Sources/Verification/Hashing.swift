@@ -31,7 +31,8 @@ public enum Hashing {
     hex(SHA256.hash(data: bytes))
   }
 
-  static func hex(_ digest: SHA256.Digest) -> String {
+  /// A digest as lowercase hex.
+  public static func hex(_ digest: SHA256.Digest) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out: [UInt8] = []
     out.reserveCapacity(64)

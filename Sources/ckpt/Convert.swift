@@ -6,6 +6,10 @@ import SafeTensors
 import StrictJSON
 import Verification
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// `ckpt convert IN OUT --to bf16|fp16|fp32|fp8-block …`.
 struct Convert: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -19,18 +23,29 @@ struct Convert: ParsableCommand {
       The input must pass `ckpt validate` (headers); OUT must not be inside IN. Outputs are written \
       under temporary names and renamed when complete; a journal in OUT lists finished shards with \
       their SHA-256, and rerunning (or --resume) skips shards whose outputs verify.
+      Beyond one machine: --shard-index I --shard-count N (or SLURM_ARRAY_TASK_ID with \
+      SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count) converts only the \
+      shards at plan positions k with k % N == I, into a shared OUT, with its own journal; \
+      then `ckpt convert --finalize OUT` checks that every shard is present and verifies, and \
+      writes config, index and other files (see Docs/SCALE-OUT.md).
       Exit status: 0 converted, 1 refused or failed (validation problems, loss with \
-      --require-exact, I/O errors), 64 usage error.
+      --require-exact, I/O errors, missing parts at --finalize), 64 usage error.
       """)
 
-  @Argument(help: "The input checkpoint folder (or single .safetensors file).")
-  var input: String
+  @Argument(help: "IN OUT: the input checkpoint folder (or single .safetensors file) and the output folder (created if missing). With --finalize: OUT, or IN OUT.")
+  var paths: [String] = []
 
-  @Argument(help: "The output folder (created if missing).")
-  var output: String
+  @Option(name: .customLong("to"), help: "Target: bf16, fp16, fp32 or fp8-block (with --finalize: taken from the journal).")
+  var target: String?
 
-  @Option(name: .customLong("to"), help: "Target: bf16, fp16, fp32 or fp8-block.")
-  var target: String
+  @Option(help: "Convert only part I (0-based) of --shard-count parts.")
+  var shardIndex: Int?
+
+  @Option(help: "The number of parts a spread conversion has.")
+  var shardCount: Int?
+
+  @Flag(help: "Check that every part of a spread conversion is done and verifies, then write config, index and other files.")
+  var finalize = false
 
   @Option(help: "FP8 block size (square blocks).")
   var blockSize = 128
@@ -52,10 +67,23 @@ struct Convert: ParsableCommand {
 
   @OptionGroup var outputOptions: OutputOptions
 
+  var input: String { paths.count == 2 ? paths[0] : "" }
+  var output: String { paths.last ?? "" }
+
   func validate() throws {
-    guard ConvertTarget(rawValue: target) != nil else {
+    if finalize {
+      guard paths.count == 1 || paths.count == 2 else { throw ValidationError("--finalize takes OUT (or IN OUT)") }
+      guard shardIndex == nil && shardCount == nil else { throw ValidationError("--finalize takes no --shard-index/--shard-count") }
+    } else {
+      guard paths.count == 2 else { throw ValidationError("expected IN and OUT") }
+      guard target != nil else { throw ValidationError("missing --to (bf16, fp16, fp32 or fp8-block)") }
+    }
+    if let target, ConvertTarget(rawValue: target) == nil {
       throw ValidationError("--to must be one of bf16, fp16, fp32, fp8-block (got \(target))")
     }
+    if let i = shardIndex, i < 0 { throw ValidationError("--shard-index must be at least 0") }
+    if let n = shardCount, n < 1 { throw ValidationError("--shard-count must be at least 1") }
+    if let i = shardIndex, let n = shardCount, i >= n { throw ValidationError("--shard-index must be below --shard-count") }
     guard blockSize >= 1 else { throw ValidationError("--block-size must be at least 1") }
     guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
   }
@@ -73,7 +101,10 @@ struct Convert: ParsableCommand {
   }
 
   func run() throws {
-    let target = ConvertTarget(rawValue: target)!
+    if finalize { runFinalize() }
+    let target = ConvertTarget(rawValue: self.target!)!
+    let part: ShardPart?
+    do { part = try ShardPart.resolve(index: shardIndex, count: shardCount, environment: Self.environment(["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"])) } catch { fail("\(error)") }
     let checkpoint: Checkpoint
     do { checkpoint = try Checkpoint.load(input) } catch { fail("\(error)") }
     // Structural validation first: convert refuses what validate rejects.
@@ -87,7 +118,7 @@ struct Convert: ParsableCommand {
       fail("\(error)")
     }
     if dryRun {
-      printPlan(plan)
+      printPlan(plan, part: part)
       exitFlushing(0)
     }
     if requireExact {
@@ -107,13 +138,15 @@ struct Convert: ParsableCommand {
     }
     let settings = Self.settings(checkpoint, target: target, blockSize: blockSize, castAll: castAll)
     let journal: ConvertJournal
-    do { journal = try ConvertJob.prepareOutput(input: checkpoint.path, output: output, settings: settings) } catch { fail("\(error)") }
-    let progress = ProgressReporter(label: "convert", total: plan.inputBytes, enabled: !outputOptions.json)
+    do { journal = try ConvertJob.prepareOutput(input: checkpoint.path, output: output, settings: settings, part: part) } catch {
+      fail("\(error)")
+    }
+    let progress = ProgressReporter(label: part.map { "convert part \($0.index + 1)/\($0.count)" } ?? "convert", total: plan.outputBytes, enabled: !outputOptions.json)
     let result: ConvertReport
     do {
       result = try ConvertJob.run(
         plan, checkpoint: checkpoint, output: output, journal: journal,
-        options: ConvertOptions(jobs: jobs, progress: { progress.add($0) }))
+        options: ConvertOptions(jobs: jobs, started: { progress.reset(total: $0) }, progress: { progress.add($0) }), part: part)
     } catch {
       progress.finish()
       fail("\(error)")
@@ -123,6 +156,43 @@ struct Convert: ParsableCommand {
       printJSON(Self.json(result))
     } else {
       print(Self.text(result), terminator: "")
+    }
+    exitFlushing(0)
+  }
+
+  /// `--finalize OUT`: reads IN and the settings from the journals in OUT.
+  func runFinalize() -> Never {
+    let journals: [(file: String, journal: ConvertJournal)]
+    do { journals = try ConvertJournal.readAll(in: output) } catch { fail("\(error)") }
+    guard let settings = journals.first?.journal.settings else {
+      fail("\(output): no convert journal; nothing to finalize (run the parts first)")
+    }
+    for (file, j) in journals where j.settings != settings {
+      fail("\(output)/\(file): a different conversion than \(journals[0].file); the parts must use the same IN, --to and options")
+    }
+    guard let recorded = settings["input"]?.stringValue, let to = settings["to"]?.stringValue.flatMap(ConvertTarget.init(rawValue:))
+    else { fail("\(output): the journal has no input or target") }
+    if let t = target, t != to.rawValue { fail("--to \(t) does not match the journal's target \(to.rawValue)") }
+    let inputPath = paths.count == 2 ? paths[0] : recorded
+    if paths.count == 2, (ConvertJob.realPath(inputPath) ?? inputPath) != recorded {
+      fail("IN \(inputPath) is not the journal's input \(recorded)")
+    }
+    let block = settings["block_size"]?.intValue ?? blockSize
+    let castAll = settings["cast_all"]?.boolValue ?? false
+    let checkpoint: Checkpoint
+    do { checkpoint = try Checkpoint.load(inputPath) } catch { fail("\(error)") }
+    let report = Validator.validate(checkpoint, options: ValidationOptions(jobs: jobs))
+    if !report.isValid { fail("\(inputPath) does not pass validation any more (\(report.errors.count) error(s)); not finalizing") }
+    let plan: ConversionPlan
+    do { plan = try ConversionPlan.make(checkpoint, target: to, blockSize: block, castAll: castAll) } catch { fail("\(error)") }
+    let result: ConvertReport
+    do { result = try ConvertJob.finalize(plan, checkpoint: checkpoint, output: output, jobs: jobs) } catch { fail("\(error)") }
+    if outputOptions.json {
+      var o = Self.json(result).objectValue!
+      o["finalized"] = .bool(true)
+      printJSON(.object(o))
+    } else {
+      print("Finalized \(output): \(result.shards.count) shard(s) verified (\(Format.bytes(result.bytesOut))); config.json, index and \(plan.otherFiles.count) other file(s) written")
     }
     exitFlushing(0)
   }
@@ -150,7 +220,11 @@ struct Convert: ParsableCommand {
     return o
   }
 
-  func printPlan(_ plan: ConversionPlan) {
+  func printPlan(_ full: ConversionPlan, part: ShardPart?) {
+    let plan = full
+    let shards = full.shards(of: part)
+    let bytesIn = shards.reduce(0) { $0 + $1.inputBytes }
+    let bytesOut = shards.reduce(0) { $0 + $1.outputBytes }
     let predicted: String
     switch plan.target {
     case .fp32: predicted = "exact (every INT4 value times a BF16/FP16/FP32 scale is an FP32 value)"
@@ -161,11 +235,12 @@ struct Convert: ParsableCommand {
     if outputOptions.json {
       var root = JSONObject()
       root["dry_run"] = .bool(true)
+      if let part { root["part"] = Self.json(part) }
       root["to"] = .string(plan.target.rawValue)
-      root["bytes_in"] = .number(JSONNumber(plan.inputBytes))
-      root["bytes_out"] = .number(JSONNumber(plan.outputBytes))
+      root["bytes_in"] = .number(JSONNumber(bytesIn))
+      root["bytes_out"] = .number(JSONNumber(bytesOut))
       root["exactness"] = .string(predicted)
-      root["shards"] = .array(plan.shards.map { s in
+      root["shards"] = .array(shards.map { s in
         var o = JSONObject()
         o["input"] = .string(s.input)
         o["output"] = .string(s.output)
@@ -180,12 +255,12 @@ struct Convert: ParsableCommand {
       return
     }
     var t = TextTable(["shard", "tensors", "converted", "bytes in", "bytes out"], alignments: [.left, .right, .right, .right, .right])
-    for s in plan.shards {
+    for s in shards {
       t.add([s.input, Format.grouped(s.tensors.count), Format.grouped(s.tensors.filter { $0.isConverted }.count), Format.bytes(s.inputBytes), Format.bytes(s.outputBytes)])
     }
-    print("Plan: \(input) -> \(output) as \(plan.target.rawValue) (dry run, nothing written)")
+    print("Plan: \(input) -> \(output) as \(plan.target.rawValue)\(part.map { " part \($0.index) of \($0.count)" } ?? "") (dry run, nothing written)")
     print(t.render(), terminator: "")
-    print("Total: \(Format.bytes(plan.inputBytes)) in, \(Format.bytes(plan.outputBytes)) out; \(plan.otherFiles.count) other file(s) copied; config.json and index rewritten")
+    print("Total: \(Format.bytes(bytesIn)) in, \(Format.bytes(bytesOut)) out; \(plan.otherFiles.count) other file(s) copied; config.json and index rewritten")
     print("Exactness: \(predicted)")
   }
 
@@ -194,6 +269,10 @@ struct Convert: ParsableCommand {
     let converted = tensors.filter { $0.action != "copied" }
     let lossy = r.lossy
     var s = "Converted \(r.input) -> \(r.output) as \(r.target.rawValue)\n"
+    if let p = r.part {
+      s = "Converted part \(p.index) of \(p.count) (from \(p.source)) of \(r.input) -> \(r.output) as \(r.target.rawValue)\n"
+      s += "  not finalized: when every part is done, run `ckpt convert --finalize \(r.output)`\n"
+    }
     s += "  shards: \(r.shards.count) (\(r.shards.filter(\.skipped).count) already done and verified)\n"
     s += "  tensors: \(converted.count) converted, \(tensors.count - converted.count) copied\n"
     s += "  exact: \(converted.count - lossy.count) of \(converted.count) converted tensors\n"
@@ -218,6 +297,8 @@ struct Convert: ParsableCommand {
     root["bytes_in"] = .number(JSONNumber(r.bytesIn))
     root["bytes_out"] = .number(JSONNumber(r.bytesOut))
     root["seconds"] = .number(JSONNumber((r.seconds * 1000).rounded() / 1000))
+    root["part"] = r.part.map { json($0) } ?? .null
+    root["finalized"] = .bool(r.part == nil)
     root["shards"] = .array(r.shards.map { s in
       var o = JSONObject()
       o["name"] = .string(s.shard)
@@ -245,6 +326,22 @@ struct Convert: ParsableCommand {
     summary["max_rel_error"] = .number(JSONNumber(lossy.map(\.maxRelError).max() ?? 0))
     root["summary"] = .object(summary)
     return .object(root)
+  }
+}
+
+extension Convert {
+  static func environment(_ names: [String]) -> [String: String] {
+    var out: [String: String] = [:]
+    for n in names { if let v = getenv(n) { out[n] = String(cString: v) } }
+    return out
+  }
+
+  static func json(_ p: ShardPart) -> JSONValue {
+    var o = JSONObject()
+    o["index"] = .number(JSONNumber(p.index))
+    o["count"] = .number(JSONNumber(p.count))
+    o["source"] = .string(p.source)
+    return .object(o)
   }
 }
 

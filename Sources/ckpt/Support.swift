@@ -82,20 +82,26 @@ var stderrIsTerminal: Bool { isatty(2) == 1 }
 /// second, only when standard error is a terminal and JSON output is off.
 final class ProgressReporter: Sendable {
   private struct State {
+    var total: Int
     var done = 0
     var lastPrint = 0.0
     var printed = false
   }
-  private let total: Int
   private let label: String
   private let enabled: Bool
-  private let start = now()
-  private let state = Mutex(State())
+  private let start = Mutex(now())
+  private let state: Mutex<State>
 
   init(label: String, total: Int, enabled: Bool) {
     self.label = label
-    self.total = total
+    self.state = Mutex(State(total: total))
     self.enabled = enabled && stderrIsTerminal
+  }
+
+  /// Restarts the count for `total` bytes (after work found already done was skipped).
+  func reset(total: Int) {
+    state.withLock { $0 = State(total: total) }
+    start.withLock { $0 = now() }
   }
 
   /// Records `bytes` more done.
@@ -107,11 +113,11 @@ final class ProgressReporter: Sendable {
       guard t - s.lastPrint >= 0.2 else { return }
       s.lastPrint = t
       s.printed = true
-      let elapsed = t - start
+      let elapsed = t - start.withLock { $0 }
       let rate = Double(s.done) / max(elapsed, 1e-9)
-      let eta = rate > 0 ? Double(total - s.done) / rate : .infinity
-      let pct = total > 0 ? Format.fixed(100 * Double(s.done) / Double(total), 1) : "?"
-      writeStderr("\r\u{1B}[K\(label) \(Format.bytes(s.done)) / \(Format.bytes(total)) (\(pct)%)  \(Format.rate(rate))  ETA \(Format.duration(eta))")
+      let eta = rate > 0 ? Double(s.total - s.done) / rate : .infinity
+      let pct = s.total > 0 ? Format.fixed(100 * Double(s.done) / Double(s.total), 1) : "?"
+      writeStderr("\r\u{1B}[K\(label) \(Format.bytes(s.done)) / \(Format.bytes(s.total)) (\(pct)%)  \(Format.rate(rate))  ETA \(Format.duration(eta))")
     }
   }
 

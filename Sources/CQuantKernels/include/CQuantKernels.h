@@ -53,4 +53,18 @@ size_t ck_fp8_block_quantize_bands(
   const float *weights, size_t rows, size_t columns, size_t block_rows, size_t block_columns, size_t band_begin,
   size_t band_end, uint8_t *codes, float *scales);
 
+/// What `ck_narrow_errors` found.
+typedef struct {
+  uint64_t inexact;   ///< lanes whose narrow value differs from the exact one (not overflow)
+  uint64_t overflow;  ///< lanes with a finite exact value and a non-finite narrow one
+  float max_abs;      ///< largest |narrow - exact| over inexact lanes (NaN differences ignored)
+  float max_rel;      ///< largest |narrow - exact| / |exact| over inexact lanes with exact != 0
+} ck_error_stats;
+
+/// Compares `n` exact FP32 values with their 16-bit encodings (`format`
+/// CK_OUT_BF16 or CK_OUT_F16) and accumulates into `*stats` (max fields take the
+/// larger). Equal means equal bits, or both NaN. All arithmetic is FP32, as in
+/// the Swift reference `NarrowingErrors.reference`.
+void ck_narrow_errors(const float *exact, const uint16_t *narrow, size_t n, int format, ck_error_stats *stats);
+
 #endif
