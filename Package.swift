@@ -112,7 +112,7 @@ let package = Package(
       name: "NativeLibraryTests", dependencies: ["Zstd", "BLAS", "HDF5"],
       swiftSettings: swiftSettings),
     .testTarget(
-      name: "CkptTests", dependencies: ["ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification"],
+      name: "CkptTests", dependencies: ["ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification", "Conversion"],
       swiftSettings: swiftSettings),
   ]
 )

@@ -88,7 +88,7 @@ struct Convert: ParsableCommand {
     guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
   }
 
-  func fail(_ message: String) -> Never {
+  func fail(_ message: String, status: Int32 = 1) -> Never {
     if outputOptions.json {
       var o = JSONObject()
       o["ok"] = .bool(false)
@@ -97,14 +97,20 @@ struct Convert: ParsableCommand {
     } else {
       printError("ckpt convert: " + message)
     }
-    exitFlushing(1)
+    exitFlushing(status)
   }
 
   func run() throws {
     if finalize { runFinalize() }
     let target = ConvertTarget(rawValue: self.target!)!
     let part: ShardPart?
-    do { part = try ShardPart.resolve(index: shardIndex, count: shardCount, environment: Self.environment(["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"])) } catch { fail("\(error)") }
+    do {
+      part = try ShardPart.resolve(
+        index: shardIndex, count: shardCount,
+        environment: Self.environment(["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"]))
+    } catch {
+      fail("\(error)", status: 64)
+    }
     let checkpoint: Checkpoint
     do { checkpoint = try Checkpoint.load(input) } catch { fail("\(error)") }
     // Structural validation first: convert refuses what validate rejects.
