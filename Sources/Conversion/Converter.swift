@@ -13,7 +13,8 @@ import Verification
 /// What happened to one output tensor's values.
 public struct TensorExactness: Sendable {
   public let name: String
-  /// `converted` (dequantized or FP8), `cast`, or `copied`.
+  /// `converted` (dequantized or FP8 codes), `scales` (FP8 `weight_scale_inv`,
+  /// part of a converted weight, not counted on its own), `cast`, or `copied`.
   public let action: String
   /// Elements whose output is not exactly the source value (0 when exact).
   public let inexact: Int
@@ -271,7 +272,7 @@ public enum Converter {
       }
       if case .fp8Scales = source {
         try emit(UnsafeRawBufferPointer(scales))
-        return TensorExactness(name: planned.name, action: "converted", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
+        return TensorExactness(name: planned.name, action: "scales", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
       }
       // Error figures: dequantize the codes (into the codes' FP32 twin) and compare.
       let e = fp8Errors(exact: floats, codes: UnsafeRawBufferPointer(codes), scales: UnsafeBufferPointer(scales), rows: rows, columns: columns, blockSize: bs)

@@ -272,7 +272,7 @@ struct Convert: ParsableCommand {
 
   static func text(_ r: ConvertReport) -> String {
     let tensors = r.tensors
-    let converted = tensors.filter { $0.action != "copied" }
+    let converted = tensors.filter { $0.action != "copied" && $0.action != "scales" }
     let lossy = r.lossy
     var s = "Converted \(r.input) -> \(r.output) as \(r.target.rawValue)\n"
     if let p = r.part {
@@ -280,7 +280,8 @@ struct Convert: ParsableCommand {
       s += "  not finalized: when every part is done, run `ckpt convert --finalize \(r.output)`\n"
     }
     s += "  shards: \(r.shards.count) (\(r.shards.filter(\.skipped).count) already done and verified)\n"
-    s += "  tensors: \(converted.count) converted, \(tensors.count - converted.count) copied\n"
+    let scales = tensors.filter { $0.action == "scales" }.count
+    s += "  tensors: \(converted.count) converted\(scales > 0 ? " (+\(scales) weight_scale_inv)" : ""), \(tensors.filter { $0.action == "copied" }.count) copied\n"
     s += "  exact: \(converted.count - lossy.count) of \(converted.count) converted tensors\n"
     if !lossy.isEmpty {
       let worstAbs = lossy.map(\.maxAbsError).max() ?? 0
@@ -326,7 +327,7 @@ struct Convert: ParsableCommand {
     })
     let lossy = r.lossy
     var summary = JSONObject()
-    summary["converted"] = .number(JSONNumber(r.tensors.filter { $0.action != "copied" }.count))
+    summary["converted"] = .number(JSONNumber(r.tensors.filter { $0.action != "copied" && $0.action != "scales" }.count))
     summary["lossy"] = .number(JSONNumber(lossy.count))
     summary["max_abs_error"] = .number(JSONNumber(lossy.map(\.maxAbsError).max() ?? 0))
     summary["max_rel_error"] = .number(JSONNumber(lossy.map(\.maxRelError).max() ?? 0))
