@@ -328,17 +328,20 @@ public enum ConvertJob {
     guard let first = journals.first else {
       throw ConversionError("incomplete", file: output, "no convert journal: nothing was converted into this folder")
     }
-    var entries: [String: (name: String, sha256: String, bytes: Int)] = [:]
-    for (_, j) in journals { for e in j.shards { entries[e.name] = e } }
+    // A shard may be listed by more than one journal (a part count changed
+    // between runs): any entry that verifies will do.
+    var entries: [String: [(name: String, sha256: String, bytes: Int)]] = [:]
+    for (_, j) in journals { for e in j.shards { entries[e.name, default: []].append(e) } }
     let missing = plan.shards.filter { entries[$0.output] == nil }.map(\.output)
     if !missing.isEmpty {
       throw ConversionError(
         "incomplete", file: output,
         "\(missing.count) of \(plan.shards.count) shard(s) not converted yet (a part still running or failed?): \(missing.prefix(5).joined(separator: ", "))")
     }
-    let planned = plan.shards.map { entries[$0.output]! }
-    let verified = verify(planned, in: output, jobs: jobs)
-    let bad = Set(planned.map(\.name)).subtracting(verified.map(\.name)).sorted()
+    let candidates = plan.shards.flatMap { entries[$0.output]! }
+    var verified: [(name: String, sha256: String, bytes: Int)] = []
+    for e in verify(candidates, in: output, jobs: jobs) where !verified.contains(where: { $0.name == e.name }) { verified.append(e) }
+    let bad = plan.shards.map(\.output).filter { name in !verified.contains { $0.name == name } }
     if !bad.isEmpty {
       throw ConversionError(
         "shard-mismatch", file: output,
