@@ -4,7 +4,6 @@ import QuantKernels
 import SafeTensors
 import StrictJSON
 import Synchronization
-import Verification
 
 #if canImport(Glibc)
   import Glibc

@@ -106,20 +106,6 @@ public final class PipelinedSink: SafeTensorsWriter.ByteSink, @unchecked Sendabl
     }
   }
 
-  /// Space in the ring for the producer to write up to `count` bytes into
-  /// directly (fewer at the end of a buffer); ``commit(_:)`` then publishes them.
-  public func reserve(upTo count: Int) -> UnsafeMutableRawBufferPointer {
-    let slot = acquire()
-    return UnsafeMutableRawBufferPointer(start: buffers[slot] + fill, count: min(count, Self.bufferSize - fill))
-  }
-
-  /// Publishes `count` bytes written into the space ``reserve(upTo:)`` gave.
-  public func commit(_ count: Int) throws(SafeTensorsError) {
-    if let e = failure.withLock({ $0 }) { throw e }
-    fill += count
-    if fill == Self.bufferSize { submit() }
-  }
-
   public func finish() throws(SafeTensorsError) {
     if fill > 0 { submit() }
     hashQueue.sync {}

@@ -62,17 +62,6 @@ public final class MappedFile: @unchecked Sendable {
     _ = madvise(UnsafeMutableRawPointer(mutating: base), count, MADV_SEQUENTIAL)
   }
 
-  /// Starts reading `range` into the page cache in the background
-  /// (`madvise(MADV_WILLNEED)`), so later page faults find it there.
-  public func prefetch(_ range: Range<Int>) {
-    guard let base else { return }
-    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    let lo = range.lowerBound / page * page
-    let hi = min(range.upperBound, count)
-    guard hi > lo else { return }
-    _ = madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_WILLNEED)
-  }
-
   /// Drops the resident pages wholly inside `range` from this process
   /// (`madvise(MADV_DONTNEED)`); they are read again if touched later.
   public func release(_ range: Range<Int>) {

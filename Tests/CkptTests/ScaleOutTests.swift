@@ -118,7 +118,7 @@ struct ScaleOutTests {
   func pipelinedSink(direct: Bool) throws {
     let tmp = TemporaryDirectory("sink")
     defer { tmp.remove() }
-    // 2.3 ring buffers plus an odd tail, appended in uneven pieces, some through reserve/commit.
+    // 2.3 ring buffers plus an odd tail, appended in uneven pieces.
     let total = PipelinedSink.bufferSize * 2 + PipelinedSink.bufferSize / 3 + 4097
     var bytes = [UInt8](repeating: 0, count: total)
     var state: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -133,15 +133,8 @@ struct ScaleOutTests {
     try bytes.withUnsafeBytes { (all) throws in
       while at < total {
         let n = min(step, total - at)
-        if step % 3 == 0 {
-          let space = sink.reserve(upTo: n)
-          space.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[at..<(at + space.count)]))
-          try sink.commit(space.count)
-          at += space.count
-        } else {
-          try sink.append(UnsafeRawBufferPointer(rebasing: all[at..<(at + n)]))
-          at += n
-        }
+        try sink.append(UnsafeRawBufferPointer(rebasing: all[at..<(at + n)]))
+        at += n
         step = step * 7 % 10_000_019 + 1
       }
     }
