@@ -11,6 +11,9 @@ public enum ConvertTarget: String, Sendable, CaseIterable, CustomStringConvertib
   case fp32
   /// DeepSeek-V3 block FP8: `X.weight` F8_E4M3 plus `X.weight_scale_inv` F32.
   case fp8Block = "fp8-block"
+  /// compressed-tensors `pack-quantized` INT4: what `ckpt requantize` writes
+  /// (`ckpt convert` refuses it).
+  case int4
 
   public var description: String { rawValue }
 
@@ -21,6 +24,7 @@ public enum ConvertTarget: String, Sendable, CaseIterable, CustomStringConvertib
     case .fp16: .f16
     case .fp32: .f32
     case .fp8Block: .f8E4M3
+    case .int4: .i32
     }
   }
 
@@ -28,7 +32,7 @@ public enum ConvertTarget: String, Sendable, CaseIterable, CustomStringConvertib
   /// checkpoints, as DeepSeek-V3's own keep their non-FP8 tensors).
   public var castDType: DType {
     switch self {
-    case .bf16, .fp8Block: .bf16
+    case .bf16, .fp8Block, .int4: .bf16
     case .fp16: .f16
     case .fp32: .f32
     }
@@ -37,7 +41,7 @@ public enum ConvertTarget: String, Sendable, CaseIterable, CustomStringConvertib
   /// `torch_dtype` in the rewritten config.
   public var torchDType: String {
     switch self {
-    case .bf16, .fp8Block: "bfloat16"
+    case .bf16, .fp8Block, .int4: "bfloat16"
     case .fp16: "float16"
     case .fp32: "float32"
     }
@@ -73,6 +77,15 @@ public enum TensorSource: Sendable {
   case fp8Codes(FP8Source)
   /// FP8 block scales (`X.weight_scale_inv`) of a module.
   case fp8Scales(FP8Source)
+  /// `X.weight_packed` of a requantized module (its scales are computed with it).
+  case int4Packed(RequantModule)
+  /// `X.weight_scale` of a requantized module.
+  case int4Scale(RequantModule)
+  /// `X.weight_shape` of a requantized module: `[rows, columns]`.
+  case int4Shape(RequantModule)
+  /// A DeepSeek FP8-block weight decoded (`fp8 · scale_inv` in FP32) and
+  /// rounded to the planned dtype.
+  case fp8Dequantize(name: String, scaleInv: String, rows: Int, columns: Int, blockRows: Int, blockColumns: Int)
 
   /// The input tensors it reads.
   public var inputNames: [String] {
@@ -84,6 +97,9 @@ public enum TensorSource: Sendable {
       case .int4(let m): m.inputNames
       case .float(let name, _, _, _): [name]
       }
+    case .int4Packed(let m), .int4Scale(let m): m.inputNames
+    case .int4Shape: []
+    case .fp8Dequantize(let n, let s, _, _, _, _): [n, s]
     }
   }
 }
@@ -148,6 +164,8 @@ public struct ConversionPlan: Sendable {
   public let index: ShardIndex?
   /// Files copied as they are (tokenizer, chat template, code, licence…).
   public let otherFiles: [String]
+  /// Set for `ckpt requantize` (target ``ConvertTarget/int4``).
+  public var requantize: RequantizeSpec? = nil
 
   public var inputBytes: Int { shards.reduce(0) { $0 + $1.inputBytes } }
   public var outputBytes: Int { shards.reduce(0) { $0 + $1.outputBytes } }

@@ -22,6 +22,9 @@ public struct TensorExactness: Sendable {
   /// Largest `|out − exact|` and `|out − exact| / |exact|` over the tensor (0 when exact).
   public let maxAbsError: Double
   public let maxRelError: Double
+  /// For `ckpt requantize`'s `X.weight_packed`: groups recovered, ambiguous and
+  /// requantized, errors; `inexact` then counts requantized groups.
+  public var requant: Int4RequantizeStats? = nil
   public var isExact: Bool { inexact == 0 && overflow == 0 }
 }
 
@@ -143,6 +146,7 @@ public enum Converter {
     let sources = Dictionary(shard.tensors.map { ($0.planned.name, $0.source) }, uniquingKeysWith: { a, _ in a })
     let order = writer?.tensors ?? shard.tensors.map(\.planned)
     var scratch = Scratch()
+    scratch.stash.directory = options.computeOnly || directory.isEmpty ? nil : directory
     defer { scratch.free() }
     var results: [TensorExactness] = []
     let jobs = max(1, options.jobs)
@@ -181,6 +185,10 @@ public enum Converter {
     var values: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     var output: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     var scales: UnsafeMutableRawBufferPointer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    /// Scales computed with a module's packed weight and written out later
+    /// (reference order puts I32 before BF16): kept in an unlinked file, not
+    /// in memory, so RSS stays bounded whatever the shard holds.
+    var stash = ScaleStash()
 
     static func ensure(_ b: inout UnsafeMutableRawBufferPointer, _ n: Int) {
       if b.count < n {
@@ -190,6 +198,7 @@ public enum Converter {
     }
 
     mutating func free() {
+      stash.close()
       values.deallocate()
       output.deallocate()
       scales.deallocate()
@@ -277,7 +286,119 @@ public enum Converter {
       let e = fp8Errors(exact: floats, codes: UnsafeRawBufferPointer(codes), scales: UnsafeBufferPointer(scales), rows: rows, columns: columns, blockSize: bs)
       try emit(UnsafeRawBufferPointer(codes))
       return TensorExactness(name: planned.name, action: "converted", inexact: e.inexact, overflow: 0, maxAbsError: e.abs, maxRelError: e.rel)
+
+    case .int4Packed(let m):
+      guard let spec = plan.requantize else { throw ConversionError("internal", tensor: planned.name, "no requantize settings") }
+      let stats = try requantize(m, file: file, shard: shard, options: spec.options, jobs: jobs, scratch: &scratch)
+      let scaleBytes = m.rows * (m.columns / m.groupSize) * m.scaleType.byteSize
+      try scratch.stash.put(m.module, UnsafeRawBufferPointer(rebasing: scratch.scales[..<scaleBytes]), shard: shard)
+      try emit(UnsafeRawBufferPointer(rebasing: scratch.output[..<(m.rows * Int4Packing.bytesPerRow(columns: m.columns))]))
+      var t = TensorExactness(
+        name: planned.name, action: "requantized", inexact: stats.requantized, overflow: 0, maxAbsError: stats.maxAbsError, maxRelError: 0)
+      t.requant = stats
+      return t
+
+    case .int4Scale(let m):
+      let scaleBytes = m.rows * (m.columns / m.groupSize) * m.scaleType.byteSize
+      Scratch.ensure(&scratch.scales, scaleBytes)
+      let into = UnsafeMutableRawBufferPointer(rebasing: scratch.scales[..<scaleBytes])
+      if try !scratch.stash.take(m.module, into: into, shard: shard) {
+        guard let spec = plan.requantize else { throw ConversionError("internal", tensor: planned.name, "no requantize settings") }
+        _ = try requantize(m, file: file, shard: shard, options: spec.options, jobs: jobs, scratch: &scratch)
+      }
+      try emit(UnsafeRawBufferPointer(rebasing: scratch.scales[..<scaleBytes]))
+      return TensorExactness(name: planned.name, action: "scales", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
+
+    case .int4Shape(let m):
+      var bytes: [UInt8] = []
+      for v in [m.rows, m.columns] {
+        if m.shapeDType == .i32 {
+          withUnsafeBytes(of: Int32(v).littleEndian) { bytes += $0 }
+        } else {
+          withUnsafeBytes(of: Int64(v).littleEndian) { bytes += $0 }
+        }
+      }
+      let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
+      defer { raw.deallocate() }
+      raw.copyBytes(from: bytes)
+      try emit(UnsafeRawBufferPointer(raw))
+      return TensorExactness(name: planned.name, action: "shape", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
+
+    case .fp8Dequantize(let name, let scaleInv, let rows, let columns, let br, let bc):
+      let n = rows * columns
+      Scratch.ensure(&scratch.values, 4 * n)
+      let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
+      try fp8Values(name: name, scaleInv: scaleInv, rows: rows, columns: columns, blockRows: br, blockColumns: bc, file: file, shard: shard, into: values, jobs: jobs)
+      let outBytes = n * (planned.dtype.byteSize ?? 0)
+      Scratch.ensure(&scratch.output, outBytes)
+      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<outBytes])
+      if planned.dtype == .f32 {
+        out.copyMemory(from: UnsafeRawBufferPointer(values))
+      } else {
+        FloatConversion.convertRows(UnsafeRawBufferPointer(values), from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
+      }
+      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n, jobs: jobs)
+      try emit(UnsafeRawBufferPointer(out))
+      return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
     }
+  }
+
+  /// Decodes a DeepSeek FP8-block weight to its exact FP32 values.
+  static func fp8Values(
+    name: String, scaleInv: String, rows: Int, columns: Int, blockRows: Int, blockColumns: Int, file: SafeTensorsFile, shard: String,
+    into values: UnsafeMutableRawBufferPointer, jobs: Int
+  ) throws(ConversionError) {
+    let w = try tensorInfo(name, file, shard)
+    let si = try tensorInfo(scaleInv, file, shard)
+    let shape = FP8Block.scaleShape(rows: rows, columns: columns, blockRows: blockRows, blockColumns: blockColumns)
+    guard si.dtype == .f32, si.shape == [shape.rows, shape.columns] else {
+      throw ConversionError("bad-layout", file: shard, tensor: scaleInv, "expected F32 \([shape.rows, shape.columns]), found \(si.dtype) \(si.shape)")
+    }
+    let scales: [Float] = try withTensor(si, file) { (b) throws(ConversionError) in
+      (0..<(shape.rows * shape.columns)).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+    }
+    try withTensor(w, file) { (codes) throws(ConversionError) in
+      scales.withUnsafeBufferPointer { s in
+        FP8Block.dequantize(
+          codes: codes, scales: s, rows: rows, columns: columns, blockRows: blockRows, blockColumns: blockColumns,
+          into: values.bindMemory(to: Float.self), jobs: jobs)
+      }
+    }
+  }
+
+  /// Requantizes one module into `scratch.output` (packed) and `scratch.scales`.
+  static func requantize(
+    _ m: RequantModule, file: SafeTensorsFile, shard: String, options: Int4RequantizeOptions, jobs: Int, scratch: inout Scratch
+  ) throws(ConversionError) -> Int4RequantizeStats {
+    let n = m.rows * m.columns
+    let packedBytes = m.rows * Int4Packing.bytesPerRow(columns: m.columns)
+    let scaleBytes = m.rows * (m.columns / m.groupSize) * m.scaleType.byteSize
+    Scratch.ensure(&scratch.output, packedBytes)
+    Scratch.ensure(&scratch.scales, scaleBytes)
+    let packed = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<packedBytes])
+    let scales = UnsafeMutableRawBufferPointer(rebasing: scratch.scales[..<scaleBytes])
+    let stats: Int4RequantizeStats
+    switch m.weight {
+    case .float(let name, let dtype):
+      let info = try tensorInfo(name, file, shard)
+      let type: Int4OutputType = dtype == .bf16 ? .bf16 : dtype == .f16 ? .f16 : .f32
+      stats = try withTensor(info, file) { (b) throws(ConversionError) in
+        Int4Requantize.matrix(
+          input: b, inputType: type, rows: m.rows, columns: m.columns, groupSize: m.groupSize, scaleType: m.scaleType, options: options,
+          packed: packed, scales: scales, threads: jobs)
+      }
+    case .fp8(let name, let scaleInv, let br, let bc):
+      Scratch.ensure(&scratch.values, 4 * n)
+      let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
+      try fp8Values(name: name, scaleInv: scaleInv, rows: m.rows, columns: m.columns, blockRows: br, blockColumns: bc, file: file, shard: shard, into: values, jobs: jobs)
+      stats = Int4Requantize.matrix(
+        input: UnsafeRawBufferPointer(values), inputType: .f32, rows: m.rows, columns: m.columns, groupSize: m.groupSize,
+        scaleType: m.scaleType, options: options, packed: packed, scales: scales, threads: jobs)
+    }
+    if stats.nonFinite > 0 {
+      throw ConversionError("non-finite", file: shard, tensor: m.weight.names[0], "\(stats.nonFinite) NaN/Inf values cannot be quantized to INT4")
+    }
+    return stats
   }
 
   static func tensorInfo(_ name: String, _ file: SafeTensorsFile, _ shard: String) throws(ConversionError) -> TensorInfo {
@@ -387,5 +508,50 @@ public enum Converter {
       }
     }
     return (inexact, maxAbs, maxRel)
+  }
+}
+
+/// Byte ranges parked in an unlinked temporary file until their tensor's turn
+/// to be written (``Converter/Scratch/stash``).
+struct ScaleStash {
+  /// Where the file goes (the output folder, so it shares its file system);
+  /// `nil`: the system's temporary folder.
+  var directory: String? = nil
+  private var fd: Int32 = -1
+  private var end = 0
+  private var entries: [String: (offset: Int, count: Int)] = [:]
+
+  mutating func put(_ key: String, _ bytes: UnsafeRawBufferPointer, shard: String) throws(ConversionError) {
+    if fd < 0 {
+      var template = Array(((directory ?? (getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")) + "/.ckpt-stash-XXXXXX").utf8CString)
+      fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+      guard fd >= 0 else { throw ConversionError("write-failed", file: shard, "cannot create a temporary file in \(directory ?? "/tmp")") }
+      template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+    }
+    var done = 0
+    while done < bytes.count {
+      let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(end + done))
+      guard n > 0 else { throw ConversionError("write-failed", file: shard, tensor: key, "temporary scale file: errno \(errno)") }
+      done += n
+    }
+    entries[key] = (end, bytes.count)
+    end += bytes.count
+  }
+
+  /// Reads `key`'s bytes into `into` (exactly its size); false when absent.
+  mutating func take(_ key: String, into: UnsafeMutableRawBufferPointer, shard: String) throws(ConversionError) -> Bool {
+    guard let e = entries.removeValue(forKey: key), e.count == into.count else { return false }
+    var done = 0
+    while done < e.count {
+      let n = pread(fd, into.baseAddress! + done, e.count - done, off_t(e.offset + done))
+      guard n > 0 else { throw ConversionError("read-failed", file: shard, tensor: key, "temporary scale file: errno \(errno)") }
+      done += n
+    }
+    return true
+  }
+
+  mutating func close() {
+    if fd >= 0 { _ = Glibc.close(fd) }
+    fd = -1
   }
 }

@@ -78,6 +78,9 @@ struct Convert: ParsableCommand {
       guard paths.count == 2 else { throw ValidationError("expected IN and OUT") }
       guard target != nil else { throw ValidationError("missing --to (bf16, fp16, fp32 or fp8-block)") }
     }
+    if target == ConvertTarget.int4.rawValue {
+      throw ValidationError("--to int4 is `ckpt requantize IN OUT --to int4`")
+    }
     if let target, ConvertTarget(rawValue: target) == nil {
       throw ValidationError("--to must be one of bf16, fp16, fp32, fp8-block (got \(target))")
     }
@@ -131,7 +134,7 @@ struct Convert: ParsableCommand {
       let lossy = try lossyTensors(plan, checkpoint)
       if !lossy.isEmpty {
         var exactTargets: [String] = []
-        for other in ConvertTarget.allCases where other != target {
+        for other in ConvertTarget.allCases where other != target && other != .int4 {
           guard let p = try? ConversionPlan.make(checkpoint, target: other, blockSize: blockSize, castAll: castAll) else { continue }
           if try lossyTensors(p, checkpoint).isEmpty { exactTargets.append(other.rawValue) }
         }
@@ -237,6 +240,7 @@ struct Convert: ParsableCommand {
     case .fp16: predicted = "exact unless a value leaves FP16's range (checked while converting)"
     case .bf16: predicted = "lossy where q·s needs more than 8 significant bits (about 37 % of K2's values)"
     case .fp8Block: predicted = "lossy (3-bit mantissa, one scale per block)"
+    case .int4: predicted = "exact where a group lies on an INT4 grid (ckpt requantize)"
     }
     if outputOptions.json {
       var root = JSONObject()

@@ -67,4 +67,23 @@ typedef struct {
 /// the Swift reference `NarrowingErrors.reference`.
 void ck_narrow_errors(const float *exact, const uint16_t *narrow, size_t n, int format, ck_error_stats *stats);
 
+/// What `ck_int4_requantize_rows` found (Swift `Int4RequantizeStats`).
+typedef struct {
+  uint64_t groups, recovered, ambiguous, requantized, zero_groups, non_finite;
+  uint64_t code_hist[16];  ///< codes of exactly reproduced groups, by q + 8
+  uint64_t maxq_hist[9];   ///< recovered groups by largest |q|
+  uint64_t minus8_groups;  ///< recovered groups holding -8
+  double sse, plain_sse, searched_sse, ssq_input, max_abs;
+} ck_requant_stats;
+
+/// Requantizes `rows` rows of `columns` inputs (`in_type` CK_OUT_BF16, F16 or
+/// F32) to INT4 groups of `group_size` with BF16 scales, recovering exact grids
+/// (Swift `Int4Requantize.groupReference` is the contract; `rule` 0 = qat7,
+/// 1 = minmax; `mse` searches off-grid scales). Writes `rows` packed rows of
+/// `4 * ceil(columns / 8)` bytes and `rows * columns / group_size` BF16 scales,
+/// and sets `*stats`. Plain C, not AVX-512 code: `use_avx512` only selects a
+/// copy compiled for it, and is honoured only where `ck_avx512_available()`.
+void ck_int4_requantize_rows(const void *input, int in_type, size_t rows, size_t columns, size_t group_size, int rule,
+                             int mse, void *packed, void *scales, int use_avx512, ck_requant_stats *stats);
+
 #endif
