@@ -162,7 +162,7 @@ extension ConversionPlan {
       } else {
         throw ConversionError(
           "unsupported-input", file: Checkpoint.configFileName,
-          "\(found.path.joined(separator: ".")) has quant_method \"\(method)\"; requantize reads BF16, FP16, FP32 or DeepSeek FP8-block checkpoints")
+          "\(found.path.joined(separator: ".")) has quant_method \"\(method)\"; requantize reads BF16, FP16, FP32 or DeepSeek FP8-block checkpoints (an INT4 one can be --like REF)")
       }
     }
     let shapeDType = reference?.shapeDType ?? .i64
