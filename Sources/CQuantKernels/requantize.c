@@ -279,8 +279,110 @@ CK_INLINE double rq_group_error(const rq_ctx *c, const float *x, const int8_t *c
   return e;
 }
 
+
+#if CK_HAVE_AVX512_CLONE
+#include <immintrin.h>
+
+/// The fast path of `rq_rows` for one BF16 group of 32, in registers: the
+/// rule's first largest code (7, or 8 when the largest magnitude is negative),
+/// five candidate scales, the screen. Returns 1 with the codes in `codes` and
+/// the scale in `*scale` when exactly one candidate verifies and no other
+/// largest code can; 0 sends the group to the scalar path, which decides it
+/// exactly as the reference does. Adds the group's statistics only on 1.
+CK_AVX512_TARGET static int rq_group32_bf16(const uint16_t *src, const uint16_t allowed[9][2], int8_t *codes, uint32_t *scale,
+                                            ck_requant_stats *st) {
+  const __m512i raw = _mm512_loadu_si512(src);
+  const __m512i exp = _mm512_set1_epi16(0x7F80);
+  if (_mm512_cmpeq_epi16_mask(_mm512_and_si512(raw, exp), exp)) return 0;  // NaN or inf
+  const __m512i b0 = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(raw));
+  const __m512i b1 = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(raw, 1));
+  const __m512 x0 = _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16)), x1 = _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16));
+  const __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+  const float m = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+  if (!(m >= 1e-35f)) return 0;
+  const __m512 mv = _mm512_set1_ps(m);
+  const __mmask16 e0 = _mm512_cmp_ps_mask(a0, mv, _CMP_EQ_OQ), e1 = _mm512_cmp_ps_mask(a1, mv, _CMP_EQ_OQ);
+  const int imax = e0 ? __builtin_ctz(e0) : 16 + __builtin_ctz(e1);
+  const __m512 zero = _mm512_setzero_ps();
+  const int only_negative =
+    !((e0 & _mm512_cmp_ps_mask(x0, zero, _CMP_GT_OQ)) | (e1 & _mm512_cmp_ps_mask(x1, zero, _CMP_GT_OQ)));
+  const uint32_t xmax_bits = src[imax];
+  const int negative = (xmax_bits & 0x8000u) != 0;
+  const __m512i round_one = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1);
+  for (int ki = 0; ki < 2; ki++) {
+    const int k = ki == 0 ? 7 : 8;
+    if (k == 8 && !only_negative) return 0;
+    const int64_t c0 = rq_bf16((float)((double)m / (double)k));
+    int found = 0;
+    __m512 q0 = zero, q1 = zero;
+    uint32_t best = 0;
+    for (int64_t cc = c0 - 2; cc <= c0 + 2; cc++) {
+      if (cc <= 0) continue;
+      const float sv = rq_bf16_value((uint32_t)cc);
+      if (!(sv > 0) || !isfinite(sv)) continue;
+      if (rq_bf16((float)(negative ? -k : k) * sv) != xmax_bits) continue;
+      const __m512 s = _mm512_set1_ps(sv), inv = _mm512_set1_ps(1.0f / sv);
+      const __m512 lo = _mm512_set1_ps(-8.0f), hi = _mm512_set1_ps(7.0f);
+      __m512 t0 = _mm512_roundscale_ps(_mm512_mul_ps(x0, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m512 t1 = _mm512_roundscale_ps(_mm512_mul_ps(x1, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      t0 = _mm512_min_ps(_mm512_max_ps(t0, lo), hi);
+      t1 = _mm512_min_ps(_mm512_max_ps(t1, lo), hi);
+      __m512i p0 = _mm512_castps_si512(_mm512_mul_ps(t0, s)), p1 = _mm512_castps_si512(_mm512_mul_ps(t1, s));
+      p0 = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(p0, round_one), _mm512_and_si512(_mm512_srli_epi32(p0, 16), one)), 16);
+      p1 = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(p1, round_one), _mm512_and_si512(_mm512_srli_epi32(p1, 16), one)), 16);
+      if ((__mmask16)~_mm512_cmpeq_epi32_mask(p0, b0) || (__mmask16)~_mm512_cmpeq_epi32_mask(p1, b1)) return 0;
+      if (++found > 1) return 0;  // several exact scales: the scalar path ranks them
+      q0 = t0;
+      q1 = t1;
+      best = (uint32_t)cc;
+    }
+    if (found == 0) continue;
+    const __m512i i0 = _mm512_cvtps_epi32(q0), i1 = _mm512_cvtps_epi32(q1);
+    const __m512i n0 = _mm512_abs_epi32(i0), n1 = _mm512_abs_epi32(i1);
+    if (_mm512_reduce_max_epi32(_mm512_max_epi32(n0, n1)) != k) return 0;
+    const uint32_t present = (uint32_t)_mm512_reduce_or_epi32(
+      _mm512_or_si512(_mm512_sllv_epi32(one, n0), _mm512_sllv_epi32(one, n1)));
+    for (int kp = 1; kp <= 8; kp++) {
+      if (kp != k && (present & ~(uint32_t)allowed[kp][ki]) == 0) return 0;
+    }
+    _mm_storeu_si128((__m128i *)codes, _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(codes + 16), _mm512_cvtepi32_epi8(i1));
+    *scale = best;
+    st->groups++;
+    st->recovered++;
+    st->maxq_hist[k]++;
+    const __m512i m8 = _mm512_set1_epi32(-8);
+    st->minus8_groups += (_mm512_cmpeq_epi32_mask(i0, m8) | _mm512_cmpeq_epi32_mask(i1, m8)) != 0;
+    for (int v = -8; v <= 7; v++) {
+      const __m512i vv = _mm512_set1_epi32(v);
+      st->code_hist[v + 8] += (uint64_t)(__builtin_popcount(_mm512_cmpeq_epi32_mask(i0, vv)) +
+                                         __builtin_popcount(_mm512_cmpeq_epi32_mask(i1, vv)));
+    }
+    __m512d acc = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x0)), _mm512_cvtps_pd(_mm512_castps512_ps256(x0)));
+    __m256 h = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x0), 1));
+    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(h), _mm512_cvtps_pd(h), acc);
+    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x1)), _mm512_cvtps_pd(_mm512_castps512_ps256(x1)), acc);
+    h = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x1), 1));
+    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(h), _mm512_cvtps_pd(h), acc);
+    st->ssq_input += _mm512_reduce_add_pd(acc);
+    return 1;
+  }
+  return 0;
+}
+
+/// Packs a row of codes (columns a multiple of 32) 32 at a time.
+CK_AVX512_TARGET static void rq_pack_row32(const int8_t *row, size_t columns, uint8_t *out) {
+  const __m256i eight = _mm256_set1_epi8(8), weights = _mm256_set1_epi16(0x1001);
+  for (size_t j = 0; j < columns; j += 32) {
+    __m256i n = _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(row + j)), eight);
+    __m256i pairs = _mm256_maddubs_epi16(n, weights);  // n[2k] + 16 n[2k+1]
+    _mm_storeu_si128((__m128i *)(out + j / 2), _mm256_cvtepi16_epi8(pairs));
+  }
+}
+#endif
+
 CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t columns, size_t g, int rule, int mse,
-                       uint8_t *packed, uint16_t *scales, ck_requant_stats *st) {
+                       uint8_t *packed, uint16_t *scales, ck_requant_stats *st, int avx512) {
   rq_ctx c;
   c.in_type = in_type;
   c.rule = rule;
@@ -310,6 +412,15 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
   for (size_t r = 0; r < rows; r++) {
     for (size_t gi = 0; gi < groups; gi++) {
       size_t base = r * columns + gi * g;
+#if CK_HAVE_AVX512_CLONE
+      if (avx512 && in_type == CK_OUT_BF16 && g == 32) {
+        uint32_t sc;
+        if (rq_group32_bf16((const uint16_t *)input + base, (const uint16_t (*)[2])c.allowed, row + gi * g, &sc, st)) {
+          scales[r * groups + gi] = (uint16_t)sc;
+          continue;
+        }
+      }
+#endif
       if (in_type == CK_OUT_F32) {
         const uint32_t *p = (const uint32_t *)input + base;
         for (size_t i = 0; i < g; i++) xb[i] = p[i];
@@ -319,15 +430,22 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
       }
       float m = 0;
       int nonfinite = 0, any_negative_zero = 0;
-      double ssq = 0;
+      size_t imax = 0;
+      double acc[4] = {0, 0, 0, 0};
       for (size_t i = 0; i < g; i++) {
         float v = rq_in_value(xb[i], in_type);
         x[i] = v;
-        float a = fabsf(v);
         nonfinite += !isfinite(v);
-        m = a > m ? a : m;
-        ssq += (double)v * (double)v;
+        acc[i & 3] += (double)v * (double)v;
       }
+      for (size_t i = 0; i < g; i++) {
+        float a = fabsf(x[i]);
+        if (a > m) {
+          m = a;
+          imax = i;
+        }
+      }
+      double ssq = (acc[0] + acc[1]) + (acc[2] + acc[3]);
       st->groups++;
       uint32_t scale = 0;
       int outcome;  // 0 recovered, 1 ambiguous, 2 requantized
@@ -361,8 +479,12 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
             int64_t c0 = rq_bf16((float)((double)m / (double)k));
             size_t found = 0;
             int bk = 0;
+            // In the normal range the largest element can only take code ±k:
+            // one product rejects a wrong scale before the group is checked.
+            const int qmax = x[imax] < 0 ? -k : k;
             for (int64_t cc = c0 - 2; cc <= c0 + 2; cc++) {
               if (cc <= 0) continue;
+              if (rq_deq(qmax, rq_bf16_value((uint32_t)cc), in_type) != xb[imax]) continue;
               if (!rq_try_scale(&c, x, xb, (uint32_t)cc, tmp)) continue;
               int kk = rq_maxabs(tmp, g);
               if (found == 0 || rq_better(rule, m, kk, (uint32_t)cc, bk, scale)) {
@@ -426,6 +548,12 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
       scales[r * groups + gi] = (uint16_t)scale;
     }
     uint8_t *out = packed + r * row_bytes;
+#if CK_HAVE_AVX512_CLONE
+    if (avx512 && columns % 32 == 0) {
+      rq_pack_row32(row, columns, out);
+      continue;
+    }
+#endif
     memset(out, 0, row_bytes);
     for (size_t j = 0; j < columns; j++) {
       uint8_t nib = (uint8_t)(row[j] + 8);
@@ -441,13 +569,13 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
 
 static void rq_rows_portable(const void *input, int in_type, size_t rows, size_t columns, size_t g, int rule, int mse,
                              uint8_t *packed, uint16_t *scales, ck_requant_stats *st) {
-  rq_rows(input, in_type, rows, columns, g, rule, mse, packed, scales, st);
+  rq_rows(input, in_type, rows, columns, g, rule, mse, packed, scales, st, 0);
 }
 
 #if CK_HAVE_AVX512_CLONE
 CK_AVX512_TARGET static void rq_rows_avx512(const void *input, int in_type, size_t rows, size_t columns, size_t g, int rule,
                                             int mse, uint8_t *packed, uint16_t *scales, ck_requant_stats *st) {
-  rq_rows(input, in_type, rows, columns, g, rule, mse, packed, scales, st);
+  rq_rows(input, in_type, rows, columns, g, rule, mse, packed, scales, st, 1);
 }
 #endif
 

@@ -271,7 +271,12 @@ public enum ConvertJob {
       return ShardResult(shard: shard.output, sha256: e.sha256, bytes: e.bytes, skipped: true, tensors: [])
     }
     options.started?(todo.reduce(0) { $0 + $1.outputBytes })
-    let (workers, threads) = split(jobs: options.jobs, shards: todo.count)
+    var (workers, threads) = split(jobs: options.jobs, shards: todo.count)
+    if plan.target == .int4 {
+      // INT4 output is a third of the input's bytes: its hashing thread is
+      // mostly idle, so the kernels take every core (measured faster on 2).
+      threads = max(1, options.jobs / workers)
+    }
     var shardOptions = options
     shardOptions.jobs = threads
     struct Shared {

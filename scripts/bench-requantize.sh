@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# `ckpt requantize --to int4` (issue 5) on a BF16 conversion of the synthetic
+# K2-shaped benchmark checkpoint, next to
+# (a) the I/O floor: `cat` of the BF16 input, then `dd` of as many bytes as the
+#     INT4 output, with fsync (plain tools, no computation), and
+# (b) compressed-tensors' compressor on the same BF16 tensors: its minmax
+#     observer math (`calculate_qparams`) and `pack-quantized` `compress`, one
+#     module at a time, shards written with safetensors' `save_file`.
+# Every row starts with a cold page cache when the script may drop caches
+# (root). The ckpt output is also checked against the original INT4 shards:
+# BF16 -> INT4 recovers the grid, so the files must be byte-identical.
+#
+# BENCH_DIR (default .bench/) holds k2/ (scripts/make-k2-bench-shard.py) and
+# k2-bf16/ (made here). CT_PYTHON: a Python with torch and compressed-tensors
+# (default python3; row (b) is skipped if it cannot import them). REPEATS
+# (default 1) runs of each; the best is shown.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+swift build -c release --product ckpt >/dev/null
+ckpt="$(swift build -c release --show-bin-path)/ckpt"
+dir=${BENCH_DIR:-.bench}
+repeats=${REPEATS:-1}
+py=${CT_PYTHON:-python3}
+mkdir -p "$dir"
+src="$dir/k2"
+[[ -f "$src/model-00001-of-00002.safetensors" ]] || python3 scripts/make-k2-bench-shard.py "$src"
+bf16="$dir/k2-bf16"
+[[ -f "$bf16/model.safetensors.index.json" ]] || "$ckpt" convert "$src" "$bf16" --to bf16 --json >/dev/null
+can_drop() { [[ -w /proc/sys/vm/drop_caches ]]; }
+drop() { if can_drop; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+now() { date +%s%N; }
+in_bytes=$(cat "$bf16"/*.safetensors | wc -c)
+out_bytes=$(cat "$src"/*.safetensors | wc -c)
+
+rows=()
+best() {
+  local name=$1; shift
+  local bs="" brss=""
+  for _ in $(seq "$repeats"); do
+    rm -rf "$dir/out"; drop
+    local s e rss
+    s=$(now)
+    /usr/bin/time -f "%M" -o "$dir/rss" "$@" >"$dir/stdout" 2>"$dir/err" || { cat "$dir/err"; exit 1; }
+    e=$(now)
+    rss=$(tail -1 "$dir/rss")
+    local t=$(( e - s ))
+    if [[ -z "$bs" || $t -lt $bs ]]; then bs=$t; brss=$rss; fi
+  done
+  rows+=("$name $bs $brss")
+}
+
+blocks=$(( (out_bytes + (64 << 20) - 1) / (64 << 20) ))
+best "I/O floor (cat input; dd output, fsync)" bash -c \
+  "cat '$bf16'/*.safetensors > /dev/null && dd if=/dev/zero of='$dir/out' bs=64M count=$blocks conv=fsync status=none"
+best "ckpt requantize --to int4" "$ckpt" requantize "$bf16" "$dir/out" --to int4 --json
+python3 -c "import json; d=json.load(open('$dir/stdout')); t=d['totals']; print(f\"ckpt: rule {d['rule']['used']} ({d['rule']['source']}), {t['recovered']} of {t['groups']} groups recovered, {t['ambiguous']} ambiguous, {t['requantized']} requantized\")"
+(cd "$dir/out" && for f in *.safetensors; do cmp -s "$f" "../k2/$f" && echo "ckpt: $f byte-identical to the original INT4 shard" || echo "ckpt: $f DIFFERS from the original"; done)
+if "$py" -c "import torch, compressed_tensors" 2>/dev/null; then
+  best "compressed-tensors compressor (minmax)" "$py" -c "
+import json, os, torch, safetensors.torch
+from safetensors import safe_open
+from compressed_tensors.compressors import BaseCompressor
+from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+from compressed_tensors.quantization.utils import calculate_qparams
+args = QuantizationArgs(num_bits=4, type='int', symmetric=True, strategy='group', group_size=32)
+scheme = QuantizationScheme(targets=['Linear'], weights=args)
+comp = BaseCompressor.load_from_registry('pack-quantized', config=None)
+src, out = '$bf16', '$dir/out'
+os.makedirs(out, exist_ok=True)
+for name in sorted(f for f in os.listdir(src) if f.endswith('.safetensors')):
+    tensors = {}
+    with safe_open(os.path.join(src, name), 'pt') as f:
+        for k in f.keys():
+            t = f.get_tensor(k)
+            if '.mlp.experts.' in k and k.endswith('.weight'):
+                m = k[:-len('.weight')]
+                g = t.view(t.shape[0], -1, 32)
+                s, zp = calculate_qparams(g.amin(-1), g.amax(-1), args)
+                tensors.update(comp.compress({k: t, m + '.weight_scale': s, m + '.weight_zero_point': zp}, names_to_scheme={m: scheme}))
+            else:
+                tensors[k] = t
+    safetensors.torch.save_file(tensors, os.path.join(out, name), metadata={'format': 'pt'})
+"
+fi
+rm -rf "$dir/out"
+
+echo "BF16 input $(python3 -c "print(f'{$in_bytes/1e9:.2f}')") GB, INT4 output $(python3 -c "print(f'{$out_bytes/1e9:.2f}')") GB; caches $(can_drop && echo dropped before every run || echo NOT dropped); best of $repeats"
+printf '%-42s %9s %12s %12s %12s\n' "" "wall s" "input GB/s" "vs floor" "peak RSS"
+floor_ns=""
+for r in "${rows[@]}"; do
+  read -r _ ns rss <<<"$(echo "$r" | awk '{print "x", $(NF-1), $NF}')"
+  name=$(echo "$r" | awk '{NF-=2; print}')
+  [[ -z "$floor_ns" ]] && floor_ns=$ns
+  python3 - "$name" "$ns" "$rss" "$floor_ns" "$in_bytes" <<'PY'
+import sys
+name, ns, rss, floor, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+s = ns / 1e9
+print(f"{name:<42} {s:9.2f} {n / s / 1e9:12.2f} {floor / ns:11.2f}x {rss / 1024:9.0f} MiB")
+PY
+done
