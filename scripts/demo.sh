@@ -27,3 +27,13 @@ for to in bf16 fp8-block; do
   echo "\$ ckpt validate $out/$to --data --checksums $out/$to/checksums.sha256"
   "$ckpt" validate "$out/$to" --data --checksums "$out/$to/checksums.sha256"
 done
+
+# The way back (issue 5): INT4 -> fp16 -> INT4 recovers the trained grid; the
+# files are the original's byte for byte, so the original's checksums verify.
+echo
+echo "\$ ckpt convert $fixture $out/fp16 --to fp16 && ckpt requantize $out/fp16 $out/int4 --to int4"
+"$ckpt" convert "$fixture" "$out/fp16" --to fp16 >/dev/null
+"$ckpt" requantize "$out/fp16" "$out/int4" --to int4
+echo
+echo "\$ ckpt validate $out/int4 --data --checksums $fixture/checksums.sha256"
+"$ckpt" validate "$out/int4" --data --checksums "$fixture/checksums.sha256"
