@@ -325,12 +325,16 @@ CK_AVX512_TARGET static int rq_group32_bf16(const uint16_t *src, const uint16_t 
       const __m512 lo = _mm512_set1_ps(-8.0f), hi = _mm512_set1_ps(7.0f);
       __m512 t0 = _mm512_roundscale_ps(_mm512_mul_ps(x0, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       __m512 t1 = _mm512_roundscale_ps(_mm512_mul_ps(x1, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      t0 = _mm512_min_ps(_mm512_max_ps(t0, lo), hi);
-      t1 = _mm512_min_ps(_mm512_max_ps(t1, lo), hi);
+      // + 0 turns a rounded −0 into +0: the integer code 0 dequantizes to +0,
+      // so an input −0 must not verify.
+      t0 = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(t0, lo), hi), zero);
+      t1 = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(t1, lo), hi), zero);
       __m512i p0 = _mm512_castps_si512(_mm512_mul_ps(t0, s)), p1 = _mm512_castps_si512(_mm512_mul_ps(t1, s));
       p0 = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(p0, round_one), _mm512_and_si512(_mm512_srli_epi32(p0, 16), one)), 16);
       p1 = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(p1, round_one), _mm512_and_si512(_mm512_srli_epi32(p1, 16), one)), 16);
-      if ((__mmask16)~_mm512_cmpeq_epi32_mask(p0, b0) || (__mmask16)~_mm512_cmpeq_epi32_mask(p1, b1)) return 0;
+      // A miss proves the candidate wrong: in the normal range each element
+      // has at most one valid code, and rint(x/s) is within 0.03 of it.
+      if ((__mmask16)~_mm512_cmpeq_epi32_mask(p0, b0) || (__mmask16)~_mm512_cmpeq_epi32_mask(p1, b1)) continue;
       if (++found > 1) return 0;  // several exact scales: the scalar path ranks them
       q0 = t0;
       q1 = t1;
