@@ -265,16 +265,22 @@ extension ConversionPlan {
       config = out
     }
 
-    var index: ShardIndex? = nil
-    if let input = checkpoint.index {
-      var metadata = input.metadata
-      let total = shards.reduce(0) { sum, s in sum + s.tensors.reduce(0) { $0 + ($1.planned.byteCount ?? 0) } }
-      metadata["total_size"] = .number(JSONNumber(total))
-      index = ShardIndex(weightMap: weightMap.sorted { $0.tensor.utf8.lexicographicallyPrecedes($1.tensor.utf8) }, metadata: metadata)
-    }
+    let index = outputIndex(checkpoint, shards: shards, weightMap: weightMap)
     let other = checkpoint.otherFiles.filter { $0 != Checkpoint.configFileName && $0 != ShardIndex.fileName }
     return ConversionPlan(
       target: target, blockSize: blockSize, castAll: castAll, shards: shards, config: config, index: index, otherFiles: other)
+  }
+
+  /// The output index: the input's metadata with `total_size` of the planned
+  /// tensors, and the weight map sorted by name; `nil` for a single file.
+  static func outputIndex(
+    _ checkpoint: Checkpoint, shards: [ShardPlan], weightMap: [(tensor: String, shard: String)]
+  ) -> ShardIndex? {
+    guard let input = checkpoint.index else { return nil }
+    var metadata = input.metadata
+    let total = shards.reduce(0) { sum, s in sum + s.tensors.reduce(0) { $0 + ($1.planned.byteCount ?? 0) } }
+    metadata["total_size"] = .number(JSONNumber(total))
+    return ShardIndex(weightMap: weightMap.sorted { $0.tensor.utf8.lexicographicallyPrecedes($1.tensor.utf8) }, metadata: metadata)
   }
 
   /// The output tensors of one shard.

@@ -1,4 +1,6 @@
+import Conversion
 import Foundation
+import QuantKernels
 import SafeTensors
 import StrictJSON
 import Testing
@@ -194,5 +196,23 @@ struct RequantizeTests {
     #expect(group.status == 1)
     #expect(group.stderr.contains("bad-group-size") && group.stderr.contains("mlp.experts."))
     #expect(!FileManager.default.fileExists(atPath: tmp.file("g/model-00001-of-000003.safetensors")))
+  }
+
+  @Test("Rule detection: no −8 means qat7, a stray −8 under 1 % is noise, a real share means minmax, too few groups means none")
+  func detection() {
+    func stats(recovered: Int, minus8: Int) -> Int4RequantizeStats {
+      var s = Int4RequantizeStats()
+      s.groups = recovered
+      s.recovered = recovered
+      s.maxCodeHistogram[7] = recovered - minus8
+      s.maxCodeHistogram[8] = minus8
+      s.minusEightGroups = minus8
+      return s
+    }
+    #expect(RuleDetection.detect(stats(recovered: 1000, minus8: 0)).rule == .qat7)
+    #expect(RuleDetection.detect(stats(recovered: 1000, minus8: 0)).confidence == 1)
+    #expect(RuleDetection.detect(stats(recovered: 1000, minus8: 5)).rule == .qat7)
+    #expect(RuleDetection.detect(stats(recovered: 1000, minus8: 300)).rule == .minmax)
+    #expect(RuleDetection.detect(stats(recovered: 10, minus8: 0)).rule == nil)
   }
 }
