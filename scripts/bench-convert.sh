@@ -19,34 +19,16 @@ ckpt="$(swift build -c release --show-bin-path)/ckpt"
 dir=${BENCH_DIR:-.bench}
 repeats=${REPEATS:-2}
 mkdir -p "$dir"
+source scripts/bench-lib.sh
 src="$dir/k2"
 if [[ ! -f "$src/model-00001-of-00002.safetensors" ]]; then
   python3 scripts/make-k2-bench-shard.py "$src"
 fi
 "$ckpt" validate "$src" >/dev/null
-can_drop() { [[ -w /proc/sys/vm/drop_caches ]]; }
-drop() { if can_drop; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s%N; }
 in_bytes=$(cat "$src"/*.safetensors | wc -c)
 out_bytes=$("$ckpt" convert "$src" "$dir/plan-only" --to bf16 --dry-run --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_out"])')
 
 # rows: name seconds peak_rss_kb
-rows=()
-best() {  # name, then the command; keeps the fastest of $repeats runs (cold each time)
-  local name=$1; shift
-  local bs="" brss=""
-  for _ in $(seq "$repeats"); do
-    rm -rf "$dir/out"; drop
-    local s e rss
-    s=$(now)
-    /usr/bin/time -f "%M" -o "$dir/rss" "$@" >/dev/null 2>"$dir/err" || { cat "$dir/err"; exit 1; }
-    e=$(now)
-    rss=$(tail -1 "$dir/rss")
-    local t=$(( e - s ))
-    if [[ -z "$bs" || $t -lt $bs ]]; then bs=$t; brss=$rss; fi
-  done
-  rows+=("$name $bs $brss")
-}
 
 blocks=$(( (out_bytes + (64 << 20) - 1) / (64 << 20) ))
 best "I/O floor (cat input; dd output, fsync)" bash -c \
@@ -63,16 +45,4 @@ fi
 rm -rf "$dir/out" "$dir/plan-only"
 
 echo "Input $(python3 -c "print(f'{$in_bytes/1e9:.2f}')") GB, BF16 output $(python3 -c "print(f'{$out_bytes/1e9:.2f}')") GB; caches $(can_drop && echo dropped before every run || echo NOT dropped); best of $repeats"
-printf '%-42s %9s %12s %12s %12s\n' "" "wall s" "output GB/s" "vs floor" "peak RSS"
-floor_ns=""
-for r in "${rows[@]}"; do
-  read -r _ ns rss <<<"$(echo "$r" | awk '{print "x", $(NF-1), $NF}')"
-  name=$(echo "$r" | awk '{NF-=2; print}')
-  [[ -z "$floor_ns" ]] && floor_ns=$ns
-  python3 - "$name" "$ns" "$rss" "$floor_ns" "$out_bytes" <<'PY'
-import sys
-name, ns, rss, floor, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-s = ns / 1e9
-print(f"{name:<42} {s:9.2f} {out / s / 1e9:12.2f} {floor / ns:11.2f}x {rss / 1024:9.0f} MiB")
-PY
-done
+print_rows "output GB/s" "$out_bytes"

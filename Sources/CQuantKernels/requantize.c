@@ -97,7 +97,7 @@ CK_INLINE float rq_in_value(uint32_t b, int in_type) {
 CK_INLINE int rq_clamp(int q, int lo, int hi) { return q < lo ? lo : q > hi ? hi : q; }
 
 typedef struct {
-  int in_type, rule, mse;
+  int in_type, rule;
   size_t g;
   uint16_t allowed[9][2];  // [k'][k index: 0 for 7, 1 for 8]: bit |q| allowed
   uint32_t zero_scale;
@@ -213,7 +213,7 @@ static size_t rq_search(const rq_ctx *c, const float *x, const uint32_t *xb, flo
 }
 
 /// The rule's codes and scale for an off-grid group (and its MSE search).
-CK_INLINE uint32_t rq_rule(const rq_ctx *c, const float *x, float m, int rule, int mse, int8_t *codes, int8_t *tmp) {
+CK_INLINE uint32_t rq_rule(const rq_ctx *c, const float *x, float m, int rule, int8_t *codes) {
   size_t g = c->g;
   uint32_t s;
   if (rule == 0) {
@@ -235,7 +235,13 @@ CK_INLINE uint32_t rq_rule(const rq_ctx *c, const float *x, float m, int rule, i
       codes[i] = (int8_t)rintf(t);
     }
   }
-  if (!mse) return s;
+  return s;
+}
+
+/// The MSE search, starting from the plain rule's codes and scale `s` (kept on
+/// ties): the scale-dtype values m/d, d = 7 + j/16, j = 0…24.
+CK_INLINE uint32_t rq_mse_search(const rq_ctx *c, const float *x, float m, uint32_t s, int8_t *codes, int8_t *tmp) {
+  size_t g = c->g;
   double best = 0;
   {
     double sv = rq_bf16_value(s);
@@ -390,7 +396,6 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
   rq_ctx c;
   c.in_type = in_type;
   c.rule = rule;
-  c.mse = mse;
   c.g = g;
   c.zero_scale = rule == 0 ? rq_bf16(1e-5f) : rq_bf16(1.1920928955078125e-7f);
   for (int kp = 0; kp <= 8; kp++) {
@@ -513,14 +518,14 @@ CK_INLINE void rq_rows(const void *input, int in_type, size_t rows, size_t colum
         }
         if (!fast) pairs = m > 0 ? rq_search(&c, x, xb, m, only_negative, codes, tmp, &scale) : 0;
         if (pairs == 0) {
-          scale = rq_rule(&c, x, m, rule, 0, codes, tmp);
+          scale = rq_rule(&c, x, m, rule, codes);
           outcome = 2;
           double mx = st->max_abs;
           double e = rq_group_error(&c, x, codes, scale, &mx);
           if (mse) {
             // The plain rule's error is the baseline the search is reported against.
             st->plain_sse += e;
-            scale = rq_rule(&c, x, m, rule, 1, codes, tmp);
+            scale = rq_mse_search(&c, x, m, scale, codes, tmp);
             mx = st->max_abs;
             e = rq_group_error(&c, x, codes, scale, &mx);
           } else {

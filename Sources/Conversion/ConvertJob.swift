@@ -241,10 +241,13 @@ public enum ConvertJob {
   /// How `jobs` threads are spent: shards converted at once, and kernel threads
   /// for each. Every shard being written also keeps a hashing thread busy
   /// (``PipelinedSink``), so each takes two of the jobs; on 2 cores that is one
-  /// shard at a time with one kernel thread, which measured fastest.
-  public static func split(jobs: Int, shards: Int) -> (workers: Int, threads: Int) {
+  /// shard at a time with one kernel thread, which measured fastest. When a
+  /// shard writes fewer bytes than it reads (`outputSmaller`: INT4 from BF16
+  /// writes a third), its hasher is mostly idle and the kernels take every
+  /// job (measured faster on 2 cores, Docs/PERFORMANCE.md).
+  public static func split(jobs: Int, shards: Int, outputSmaller: Bool = false) -> (workers: Int, threads: Int) {
     let workers = max(1, min(shards, jobs / 2))
-    return (workers, max(1, jobs / workers - 1))
+    return (workers, max(1, jobs / workers - (outputSmaller ? 0 : 1)))
   }
 
   /// Converts every shard of `plan` (of `part`, when given) not yet verified in
@@ -271,12 +274,7 @@ public enum ConvertJob {
       return ShardResult(shard: shard.output, sha256: e.sha256, bytes: e.bytes, skipped: true, tensors: [])
     }
     options.started?(todo.reduce(0) { $0 + $1.outputBytes })
-    var (workers, threads) = split(jobs: options.jobs, shards: todo.count)
-    if plan.target == .int4 {
-      // INT4 output is a third of the input's bytes: its hashing thread is
-      // mostly idle, so the kernels take every core (measured faster on 2).
-      threads = max(1, options.jobs / workers)
-    }
+    let (workers, threads) = split(jobs: options.jobs, shards: todo.count, outputSmaller: plan.outputBytes < plan.inputBytes)
     var shardOptions = options
     shardOptions.jobs = threads
     struct Shared {

@@ -229,8 +229,6 @@ public enum Converter {
       let info = try tensorInfo(name, file, shard)
       let n = info.elementCount
       Scratch.ensure(&scratch.values, 4 * n)
-      let outBytes = n * (planned.dtype.byteSize ?? 0)
-      Scratch.ensure(&scratch.output, outBytes)
       let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
       try withTensor(info, file) { (b) throws(ConversionError) in
         if from == .f32 {
@@ -239,15 +237,7 @@ public enum Converter {
           FloatConversion.convertRows(b, from: floatFormat(from), to: .f32, rows: 1, columns: n, into: values, jobs: jobs)
         }
       }
-      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<outBytes])
-      if planned.dtype == .f32 {
-        out.copyMemory(from: UnsafeRawBufferPointer(values))
-      } else {
-        FloatConversion.convertRows(UnsafeRawBufferPointer(values), from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
-      }
-      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n, jobs: jobs)
-      try emit(UnsafeRawBufferPointer(out))
-      return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
+      return try emitNarrowed(UnsafeRawBufferPointer(values), count: n, planned, jobs: jobs, scratch: &scratch, emit: emit)
 
     case .dequantize(let m):
       let l = m.layout
@@ -338,18 +328,27 @@ public enum Converter {
       Scratch.ensure(&scratch.values, 4 * n)
       let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
       try fp8Values(name: name, scaleInv: scaleInv, rows: rows, columns: columns, blockRows: br, blockColumns: bc, file: file, shard: shard, into: values, jobs: jobs)
-      let outBytes = n * (planned.dtype.byteSize ?? 0)
-      Scratch.ensure(&scratch.output, outBytes)
-      let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<outBytes])
-      if planned.dtype == .f32 {
-        out.copyMemory(from: UnsafeRawBufferPointer(values))
-      } else {
-        FloatConversion.convertRows(UnsafeRawBufferPointer(values), from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
-      }
-      let e = errors(exact: UnsafeRawBufferPointer(values), output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n, jobs: jobs)
-      try emit(UnsafeRawBufferPointer(out))
-      return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
+      return try emitNarrowed(UnsafeRawBufferPointer(values), count: n, planned, jobs: jobs, scratch: &scratch, emit: emit)
     }
+  }
+
+  /// Rounds exact FP32 values to the planned dtype, measures what that lost,
+  /// and emits them (a `cast` tensor).
+  static func emitNarrowed(
+    _ values: UnsafeRawBufferPointer, count n: Int, _ planned: PlannedTensor, jobs: Int, scratch: inout Scratch,
+    emit: (UnsafeRawBufferPointer) throws(ConversionError) -> Void
+  ) throws(ConversionError) -> TensorExactness {
+    let outBytes = n * (planned.dtype.byteSize ?? 0)
+    Scratch.ensure(&scratch.output, outBytes)
+    let out = UnsafeMutableRawBufferPointer(rebasing: scratch.output[..<outBytes])
+    if planned.dtype == .f32 {
+      out.copyMemory(from: values)
+    } else {
+      FloatConversion.convertRows(values, from: .f32, to: floatFormat(planned.dtype), rows: 1, columns: n, into: out, jobs: jobs)
+    }
+    let e = errors(exact: values, output: UnsafeRawBufferPointer(out), format: floatFormat(planned.dtype), count: n, jobs: jobs)
+    try emit(UnsafeRawBufferPointer(out))
+    return TensorExactness(name: planned.name, action: "cast", inexact: e.inexact, overflow: e.overflow, maxAbsError: e.abs, maxRelError: e.rel)
   }
 
   /// Decodes a DeepSeek FP8-block weight to its exact FP32 values.

@@ -87,7 +87,9 @@ public struct RequantReference: Sendable {
     case .f32?: scaleType = .f32
     default: throw ConversionError("bad-reference", file: path, tensor: any + ".weight_scale", "missing or not BF16/F16/F32")
     }
-    let shapeDType = dtypes[any + ".weight_shape"] ?? .i64
+    guard let shapeDType = dtypes[any + ".weight_shape"], shapeDType == .i64 || shapeDType == .i32 else {
+      throw ConversionError("bad-reference", file: path, tensor: any + ".weight_shape", "missing or not I64/I32")
+    }
     return RequantReference(
       path: path, configPath: configPath, configJSON: config.toJSON(), config: config, dtypes: dtypes, quantized: quantized,
       scaleType: scaleType, shapeDType: shapeDType)

@@ -92,15 +92,7 @@ struct Convert: ParsableCommand {
   }
 
   func fail(_ message: String, status: Int32 = 1) -> Never {
-    if outputOptions.json {
-      var o = JSONObject()
-      o["ok"] = .bool(false)
-      o["error"] = .string(message)
-      printJSON(.object(o))
-    } else {
-      printError("ckpt convert: " + message)
-    }
-    exitFlushing(status)
+    failCommand("convert", json: outputOptions.json, message, status: status)
   }
 
   func run() throws {

@@ -65,15 +65,7 @@ struct Requantize: ParsableCommand {
   }
 
   func fail(_ message: String, status: Int32 = 1) -> Never {
-    if outputOptions.json {
-      var o = JSONObject()
-      o["ok"] = .bool(false)
-      o["error"] = .string(message)
-      printJSON(.object(o))
-    } else {
-      printError("ckpt requantize: " + message)
-    }
-    exitFlushing(status)
+    failCommand("requantize", json: outputOptions.json, message, status: status)
   }
 
   /// How the rule was chosen.

@@ -30,6 +30,20 @@ func exitFlushing(_ status: Int32) -> Never {
 }
 
 /// Writes to standard error.
+/// Ends a command that refused or failed: `{"ok": false, "error": …}` on
+/// stdout with `--json`, else `ckpt COMMAND: message` on stderr; exits `status`.
+func failCommand(_ command: String, json: Bool, _ message: String, status: Int32) -> Never {
+  if json {
+    var o = JSONObject()
+    o["ok"] = .bool(false)
+    o["error"] = .string(message)
+    printJSON(.object(o))
+  } else {
+    printError("ckpt \(command): " + message)
+  }
+  exitFlushing(status)
+}
+
 func printError(_ text: String) {
   var s = text
   if !s.hasSuffix("\n") { s += "\n" }

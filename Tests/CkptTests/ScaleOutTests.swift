@@ -88,6 +88,16 @@ struct ScaleOutTests {
     #expect(try runCkpt(["convert", "--finalize", out, "--to", "fp16"]).status == 1)
   }
 
+  @Test("Thread split: a shard and its hasher take two jobs; a shard that writes less than it reads gives the hasher's job to the kernels")
+  func threadSplit() {
+    #expect(ConvertJob.split(jobs: 2, shards: 3) == (1, 1))
+    #expect(ConvertJob.split(jobs: 2, shards: 3, outputSmaller: true) == (1, 2))
+    #expect(ConvertJob.split(jobs: 8, shards: 4) == (4, 1))
+    #expect(ConvertJob.split(jobs: 8, shards: 1) == (1, 7))
+    #expect(ConvertJob.split(jobs: 8, shards: 1, outputSmaller: true) == (1, 8))
+    #expect(ConvertJob.split(jobs: 1, shards: 2) == (1, 1))
+  }
+
   @Test("Part flags and environments: bad combinations are usage errors")
   func partErrors() throws {
     let tmp = TemporaryDirectory("convert-part-errors")
