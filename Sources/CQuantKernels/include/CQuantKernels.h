@@ -86,4 +86,26 @@ typedef struct {
 void ck_int4_requantize_rows(const void *input, int in_type, size_t rows, size_t columns, size_t group_size, int rule,
                              int mse, void *packed, void *scales, int use_avx512, ck_requant_stats *stats);
 
+/// Histogram of |a - b| for `ck_compare_f32`: bin 0 holds exact zeros, bin 1
+/// differences below 2^CK_CMP_MIN_EXP, bin 2 + (e - CK_CMP_MIN_EXP) those in
+/// [2^e, 2^(e+1)) for e in [CK_CMP_MIN_EXP, CK_CMP_MAX_EXP], the last bin the rest.
+enum { CK_CMP_MIN_EXP = -40, CK_CMP_MAX_EXP = 7, CK_CMP_BINS = CK_CMP_MAX_EXP - CK_CMP_MIN_EXP + 4 };
+
+/// What `ck_compare_f32` accumulates (Swift `ErrorStats`).
+typedef struct {
+  uint64_t count;        ///< pairs with both sides finite
+  uint64_t identical;    ///< pairs with equal bits
+  uint64_t nonfinite_a, nonfinite_b;
+  uint64_t nonfinite_pairs;  ///< pairs with a non-finite side
+  double sum_dd, sum_aa, sum_bb, sum_ab;
+  double max_abs;        ///< largest |a - b| (double), 0 when none
+  int64_t max_index;     ///< its first index (base + i), -1 when none
+  uint64_t hist[CK_CMP_BINS];
+} ck_cmp_stats;
+
+/// Accumulates the comparison of `n` FP32 pairs into `*s`; `base` is the index
+/// of `a[0]` in the whole tensor. `use_avx512` is honoured only where
+/// `ck_avx512_available()`. Swift `ErrorStats.reference` is the contract.
+void ck_compare_f32(const float *a, const float *b, size_t n, int64_t base, int use_avx512, ck_cmp_stats *s);
+
 #endif
