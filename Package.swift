@@ -32,6 +32,7 @@ let package = Package(
     .library(name: "QuantKernels", targets: ["QuantKernels"]),
     .library(name: "Verification", targets: ["Verification"]),
     .library(name: "Conversion", targets: ["Conversion"]),
+    .library(name: "Diff", targets: ["Diff"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -63,12 +64,16 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: swiftSettings),
-    .target(name: "Reports", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
+    .target(
+      name: "Diff",
+      dependencies: ["Checkpoint", "CompressedTensors", "Conversion", "QuantKernels", "SafeTensors", "StrictJSON", "BLAS"],
+      swiftSettings: swiftSettings),
+    .target(name: "Reports", dependencies: ["StrictJSON", "Diff", "HDF5", "QuantKernels", "SafeTensors"], swiftSettings: swiftSettings),
     .executableTarget(
       name: "ckpt",
       dependencies: [
         "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "Verification", "Conversion",
-        "Reports", "Zstd", "BLAS", "HDF5",
+        "Diff", "Reports", "Zstd", "BLAS", "HDF5", "QuantKernels",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: swiftSettings),
@@ -112,7 +117,10 @@ let package = Package(
       name: "NativeLibraryTests", dependencies: ["Zstd", "BLAS", "HDF5"],
       swiftSettings: swiftSettings),
     .testTarget(
-      name: "CkptTests", dependencies: ["ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification", "Conversion"],
+      name: "CkptTests",
+      dependencies: [
+        "ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification", "Conversion", "Diff", "Reports", "HDF5", "QuantKernels",
+      ],
       swiftSettings: swiftSettings),
   ]
 )

@@ -352,7 +352,7 @@ extension ConversionPlan {
   }
 
   /// Reads and checks one quantized module's scheme, `weight_shape` and part shapes.
-  static func int4Module(
+  public static func int4Module(
     _ module: String, file: SafeTensorsFile, shard: String, byName: [String: TensorInfo], quantization: QuantizationConfig?
   ) throws(ConversionError) -> Int4Module {
     guard let quantization else {

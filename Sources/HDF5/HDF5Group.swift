@@ -1,5 +1,11 @@
 import CHDF5
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// An open HDF5 group: a container of groups and datasets.
 ///
 /// Paths given to a group's methods are relative to the group (`"a/b"`) or
@@ -211,6 +217,41 @@ public class HDF5Group: HDF5Object, @unchecked Sendable {
       Result { () throws(HDF5Error) in try createDataset(path, values: buffer, shape: shape) }
     }
     return try result.get()
+  }
+
+  /// Creates a one-dimensional dataset of variable-length UTF-8 strings (h5py
+  /// reads it as an array of `bytes`, or `str` through `.asstr()`), and any
+  /// missing groups on the way to it.
+  ///
+  /// The corresponding C functions are `H5Dcreate2` and `H5Dwrite`.
+  ///
+  /// - Parameters:
+  ///   - path: The new dataset's path.
+  ///   - strings: The elements; none may contain NUL (traps otherwise).
+  /// - Throws: ``HDF5Error`` if something already exists at `path`, the file
+  ///   is read-only, or libhdf5 fails.
+  public func createStringDataset(_ path: String, strings: [String]) throws(HDF5Error) {
+    precondition(strings.allSatisfy { !$0.utf8.contains(0) }, "HDF5 strings cannot contain NUL")
+    let location = location(of: path)
+    let copies = strings.map { strdup($0) }
+    defer { for c in copies { free(c) } }
+    try withHDF5Lock { () throws(HDF5Error) in
+      let type = try variableStringType(location)
+      defer { H5Tclose(type) }
+      let space = try createDataspace([strings.count], location)
+      defer { H5Sclose(space) }
+      let linkProperties = try intermediateGroupLinkProperties(location)
+      defer { H5Pclose(linkProperties) }
+      let dataset = try checkHDF5(
+        H5Dcreate2(id, path, type, space, linkProperties, chdf5_p_default(), chdf5_p_default()), "H5Dcreate2", location)
+      defer { H5Dclose(dataset) }
+      if !copies.isEmpty {
+        let status = copies.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer {
+          H5Dwrite(dataset, type, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), $0.baseAddress)
+        }
+        try checkHDF5(status, "H5Dwrite", location)
+      }
+    }
   }
 
   /// Opens an existing dataset.
