@@ -14,7 +14,10 @@
    |d| by binary exponent (bin 0: d == 0, bin 1: below 2^-40, bins 2..49:
    2^-40 .. 2^7, bin 50: 2^8 and above).
 3. Writes Fixtures/diff/activations.safetensors: `hidden_states` F32 [8, 256]
-   from np.random.default_rng(20261124).standard_normal.
+   from np.random.default_rng(20261124).standard_normal, and the same rows as
+   `model.layers.{1,2}.mlp.gate`: for `ckpt verify --activations`, a tensor
+   named after a module is that module's exact input, and the router's input
+   is the MoE block's, so the block runs on x itself (no norm) as in 4.
 4. Runs the DeepSeek-V3 MoE block (inference/model.py: sigmoid scores,
    biased top-k choice, unbiased renormalized weights times
    routed_scaling_factor, SwiGLU experts plus the shared expert) of layers 1
@@ -254,7 +257,10 @@ def main():
     check_metrics(all_metrics)
 
     x = np.random.default_rng(SEED).standard_normal((8, 256)).astype(np.float32)
-    safetensors.numpy.save_file({"hidden_states": x}, str(OUT / "activations.safetensors"), metadata={"format": "pt"})
+    config = json.loads((SRC / "config.json").read_text())
+    moe_layers = range(config["first_k_dense_replace"], config["num_hidden_layers"])
+    acts = {"hidden_states": x, **{f"model.layers.{layer}.mlp.gate": x.copy() for layer in moe_layers}}
+    safetensors.numpy.save_file(acts, str(OUT / "activations.safetensors"), metadata={"format": "pt"})
     safetensors.numpy.save_file(moe_reference(x), str(OUT / "moe-reference.safetensors"), metadata={"format": "pt"})
 
     expected = {
