@@ -91,33 +91,50 @@ public struct Routing: Sendable, Equatable {
 public enum ForwardVerify {
   // MARK: Building blocks
 
-  /// `y = x·Wᵀ` for `x` `[T, in]` and the weight `reader` `[out, in]`,
-  /// decoding W in row chunks (≤ 16 Mi values) so memory stays bounded.
-  /// Returns `[T, out]` and adds the flops to `flops`.
-  public static func linear(_ x: [Float], tokens: Int, _ w: TensorReader, flops: inout Double) -> [Float] {
+  /// `y = x·Wᵀ` for each `x` of `inputs` (`[T, in]` each) and the weight
+  /// `reader` `[out, in]`; returns one `[T, out]` per input and adds the flops.
+  ///
+  /// W is decoded once, in chunks of rows small enough to stay in L2
+  /// (~1 MiB), and every input is multiplied by each chunk while it is hot.
+  /// `jobs` threads take chunks in turn, each calling single-threaded sgemm
+  /// (``ForwardVerify/run(a:b:options:)`` sets OpenBLAS to one thread), so
+  /// decoding and multiplying both use every core and memory stays bounded.
+  public static func linear(_ inputs: [[Float]], tokens: Int, _ w: TensorReader, jobs: Int = 1, flops: inout Double) -> [[Float]] {
     let out = w.tensor.rows
     let inDim = w.tensor.columns
-    precondition(x.count == tokens * inDim, "activation width \(x.count / max(tokens, 1)) is not the weight's \(inDim)")
-    var y = [Float](repeating: 0, count: tokens * out)
-    let chunk = max(1, min(out, (16 << 20) / max(inDim, 1)))
-    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk * inDim)
-    defer { buffer.deallocate() }
-    var r = 0
-    while r < out {
-      let e = min(out, r + chunk)
-      let part = UnsafeMutableBufferPointer(rebasing: buffer[0..<((e - r) * inDim)])
-      w.decode(rows: r..<e, into: part)
-      x.withUnsafeBufferPointer { xb in
-        y.withUnsafeMutableBufferPointer { yb in
-          BLAS.sgemm(
-            transA: false, transB: true, m: tokens, n: e - r, k: inDim, alpha: 1, a: xb, lda: inDim, b: UnsafeBufferPointer(part),
-            ldb: inDim, beta: 0, c: UnsafeMutableBufferPointer(rebasing: yb[r...]), ldc: out)
-        }
-      }
-      r = e
+    for x in inputs {
+      precondition(x.count == tokens * inDim, "activation width \(x.count / max(tokens, 1)) is not the weight's \(inDim)")
     }
-    flops += 2 * Double(tokens) * Double(out) * Double(inDim)
-    return y
+    let ys = inputs.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: tokens * out) }
+    defer { for y in ys { y.deallocate() } }
+    let chunk = max(16, min(out, (256 << 10) / max(inDim, 1)))
+    let chunks = (out + chunk - 1) / chunk
+    let threads = max(1, min(jobs, chunks))
+    let xs = inputs
+    nonisolated(unsafe) let outs = ys
+    // Threads write disjoint column ranges [r, e) of every output.
+    let body = { @Sendable (thread: Int) in
+      let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk * inDim)
+      defer { buffer.deallocate() }
+      var c = thread
+      while c < chunks {
+        let r = c * chunk
+        let e = min(out, r + chunk)
+        let part = UnsafeMutableBufferPointer(rebasing: buffer[0..<((e - r) * inDim)])
+        w.decode(rows: r..<e, into: part)
+        for (x, y) in zip(xs, outs) {
+          x.withUnsafeBufferPointer { xb in
+            BLAS.sgemm(
+              transA: false, transB: true, m: tokens, n: e - r, k: inDim, alpha: 1, a: xb, lda: inDim, b: UnsafeBufferPointer(part),
+              ldb: inDim, beta: 0, c: UnsafeMutableBufferPointer(rebasing: y[r...]), ldc: out)
+          }
+        }
+        c += threads
+      }
+    }
+    if threads == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
+    flops += 2 * Double(tokens) * Double(out) * Double(inDim) * Double(inputs.count)
+    return ys.map { Array($0) }
   }
 
   /// RMSNorm of each row (`x / sqrt(mean(x²) + eps)`), times `weight` when given.
@@ -261,6 +278,10 @@ extension ForwardVerify {
   public static func run(a: WeightCatalog, b: WeightCatalog, options: VerifyOptions) throws(DiffError) -> VerifyResult {
     guard options.samples >= 1 else { throw DiffError("invalid-option", "--samples must be at least 1") }
     let start = monotonicSeconds()
+    // Our threads each call single-threaded sgemm on their own chunk (``linear``).
+    let blasThreads = BLAS.threadCount
+    BLAS.threadCount = 1
+    defer { BLAS.threadCount = blasThreads }
     let matched = CheckpointDiff.match(a, b)
     var linears: [String: TensorPair] = [:]
     var order: [String] = []
@@ -413,8 +434,12 @@ struct PassState {
     return (ForwardVerify.rmsNorm(base.x, width: width, weight: w, eps: eps), base.tokens)
   }
 
-  /// `x·Wᵀ` on both sides; records a row (unless `record` is false) and returns both outputs.
-  mutating func linear(_ module: String, _ p: TensorPair, x: [Float], tokens: Int, record: Bool = true) throws(DiffError) -> ([Float], [Float]) {
+  /// `x·Wᵀ` on both sides; records a row and returns both outputs. With
+  /// `alsoB`, B's weight (decoded once) also multiplies that input: the
+  /// third output.
+  mutating func linear(
+    _ module: String, _ p: TensorPair, x: [Float], tokens: Int, alsoB: [Float]? = nil
+  ) throws(DiffError) -> ([Float], [Float], [Float]?) {
     let (ra, rb) = try readers(p)
     defer {
       ra.release()
@@ -422,21 +447,19 @@ struct PassState {
     }
     let t0 = monotonicSeconds()
     var f = 0.0
-    let ya = ForwardVerify.linear(x, tokens: tokens, ra, flops: &f)
-    let yb = ForwardVerify.linear(x, tokens: tokens, rb, flops: &f)
+    let ya = ForwardVerify.linear([x], tokens: tokens, ra, jobs: options.jobs, flops: &f)[0]
+    let yb = ForwardVerify.linear([x] + (alsoB.map { [$0] } ?? []), tokens: tokens, rb, jobs: options.jobs, flops: &f)
     gemmSeconds += monotonicSeconds() - t0
     flops += f
     let moved = ra.storedBytes + rb.storedBytes
     bytes += moved
     options.progress?(moved)
-    if record {
-      let stats = ya.withUnsafeBufferPointer { x in yb.withUnsafeBufferPointer { y in ErrorStats.measure(x, y, threads: options.jobs) } }
-      rows.append(ComparisonRow(
-        name: module, layer: p.a.layer, kind: p.a.kind.rawValue, shape: [tokens, p.a.rows], encodingA: p.a.encoding.label,
-        encodingB: p.b.encoding.label, stats: stats,
-        tolerance: Tolerance.relative(reference: p.a.encoding, candidate: p.b.encoding) * Tolerance.outputFactor))
-    }
-    return (ya, yb)
+    let stats = ya.withUnsafeBufferPointer { x in yb[0].withUnsafeBufferPointer { y in ErrorStats.measure(x, y, threads: options.jobs) } }
+    rows.append(ComparisonRow(
+      name: module, layer: p.a.layer, kind: p.a.kind.rawValue, shape: [tokens, p.a.rows], encodingA: p.a.encoding.label,
+      encodingB: p.b.encoding.label, stats: stats,
+      tolerance: Tolerance.relative(reference: p.a.encoding, candidate: p.b.encoding) * Tolerance.outputFactor))
+    return (ya, yb[0], yb.count > 1 ? yb[1] : nil)
   }
 
   /// One Linear on its own input.
@@ -455,22 +478,14 @@ struct PassState {
     guard up.a.columns == gate.a.columns, down.a.columns == gate.a.rows, up.a.rows == gate.a.rows else {
       throw DiffError("bad-shape", tensor: u, "gate \(gate.a.shape), up \(up.a.shape) and down \(down.a.shape) do not form an MLP")
     }
-    let (ga, gb) = try linear(u + ".gate_proj", gate, x: x, tokens: tokens)
-    let (ua, ub) = try linear(u + ".up_proj", up, x: x, tokens: tokens)
+    let (ga, gb, _) = try linear(u + ".gate_proj", gate, x: x, tokens: tokens)
+    let (ua, ub, _) = try linear(u + ".up_proj", up, x: x, tokens: tokens)
     let ha = ForwardVerify.swiglu(ga, ua)
     let hb = ForwardVerify.swiglu(gb, ub)
-    let (da, _) = try linear(u + ".down_proj", down, x: ha, tokens: tokens)
-    // B end to end with its own intermediate (not a row: the block row covers it).
-    let (rb, rbb) = try readers(down)
-    defer {
-      rb.release()
-      rbb.release()
-    }
-    let t0 = monotonicSeconds()
-    var f = 0.0
-    let db = ForwardVerify.linear(hb, tokens: tokens, rb, flops: &f)
-    gemmSeconds += monotonicSeconds() - t0
-    flops += f
+    // The down row: both sides on A's intermediate. B end to end: B's down on
+    // B's own intermediate (no row of its own; the block row covers it).
+    let (da, _, bb) = try linear(u + ".down_proj", down, x: ha, tokens: tokens, alsoB: hb)
+    let db = bb!
     let tol = [gate, up, down].map { Tolerance.relative(reference: $0.a.encoding, candidate: $0.b.encoding) }.max() ?? 0
     return (da, db, tol)
   }
@@ -484,7 +499,7 @@ struct PassState {
       throw DiffError("bad-shape", tensor: router.a.key, "router has \(router.a.rows) rows, config n_routed_experts is \(config.experts)")
     }
     let (x, tokens) = input(router.a.module!, width: hidden)
-    let (la, lb) = try linear(router.a.module!, router, x: x, tokens: tokens)
+    let (la, lb, _) = try linear(router.a.module!, router, x: x, tokens: tokens)
     let biasKey = "model.layers.\(layer).mlp.gate.e_score_correction_bias"
     let ra = ForwardVerify.route(logits: la, tokens: tokens, bias: vector(biasKey, width: config.experts, side: 0), config: config)
     let rb = ForwardVerify.route(logits: lb, tokens: tokens, bias: vector(biasKey, width: config.experts, side: 1), config: config)
