@@ -184,6 +184,22 @@ struct DiffTests {
       let w = try floats(p + "topk_weights")
       #expect(zip(routing.weights.flatMap { $0 }, w).allSatisfy { abs($0 - $1) <= 1e-5 * abs($1) })
     }
+
+    // B runs end to end on its own weights: B's block output in (INT4, bf16)
+    // is bit for bit A's block output in (bf16, bf16).
+    let bf16 = try WeightCatalog.load(try Checkpoint.load(try Self.conversions.get() + "/bf16"))
+    let mixed = Mutex<[Int: [Float]]>([:])
+    let alone = Mutex<[Int: [Float]]>([:])
+    options.blockOutputs = { layer, _, yb, _, _ in mixed.withLock { $0[layer] = yb } }
+    _ = try ForwardVerify.run(a: a, b: bf16, options: options)
+    options.blockOutputs = { layer, ya, _, _, _ in alone.withLock { $0[layer] = ya } }
+    _ = try ForwardVerify.run(a: bf16, b: bf16, options: options)
+    for layer in [1, 2] {
+      let m = try #require(mixed.withLock { $0[layer] })
+      let s = try #require(alone.withLock { $0[layer] })
+      #expect(m == s, "layer \(layer)")
+      #expect(m != outputs.withLock { $0[layer]!.0 }, "bf16 rounding must show in the block output")
+    }
   }
 
   @Test("JSON, HDF5 and HTML reports hold the same figures; files are complete or absent")
