@@ -4,9 +4,10 @@
 //
 // Dependency direction (see Docs/ARCHITECTURE.md):
 //
-//   ckpt ─▶ Verification, Reports, Checkpoint
+//   ckpt ─▶ Verification, Conversion, Diff, Reports, Checkpoint
 //   Verification ─▶ Checkpoint ─▶ CompressedTensors, SafeTensors ─▶ StrictJSON
 //   Verification ─▶ QuantKernels
+//   Diff ─▶ Conversion, QuantKernels, BLAS      Reports ─▶ Diff, HDF5
 //   Zstd ─▶ CZstd      BLAS ─▶ COpenBLAS      HDF5 ─▶ CHDF5
 //
 // StrictJSON, SafeTensors, CompressedTensors and QuantKernels need no system

@@ -2,7 +2,8 @@
 # Sets up, builds ckpt in release mode and runs the main job on the bundled
 # fixture checkpoint (a tiny Kimi-K2-Thinking-shaped compressed-tensors INT4
 # model): inspect and validate it, convert it to BF16 and to DeepSeek-V3 block
-# FP8 (into .demo/, replaced on every run), and validate both outputs.
+# FP8 (into .demo/, replaced on every run), validate both outputs, round-trip
+# through fp16 back to INT4, and report diff + verify of both conversions.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,3 +38,15 @@ echo "\$ ckpt convert $fixture $out/fp16 --to fp16 && ckpt requantize $out/fp16 
 echo
 echo "\$ ckpt validate $out/int4 --data --checksums $fixture/checksums.sha256"
 "$ckpt" validate "$out/int4" --data --checksums "$fixture/checksums.sha256"
+
+# Numerical diffs (issue 6): what each conversion changed, tensor by tensor,
+# and what it changes in the layer outputs (reference FP32 forward pass through
+# OpenBLAS, MoE blocks included). Reports: .demo/{diff,verify}-<target>.{json,h5,html}.
+for to in bf16 fp8-block; do
+  echo
+  echo "\$ ckpt diff $fixture $out/$to --top 5 --json $out/diff-$to.json --hdf5 $out/diff-$to.h5 --html $out/diff-$to.html"
+  "$ckpt" diff "$fixture" "$out/$to" --top 5 --json "$out/diff-$to.json" --hdf5 "$out/diff-$to.h5" --html "$out/diff-$to.html"
+  echo
+  echo "\$ ckpt verify $fixture $out/$to --top 5 --json $out/verify-$to.json --hdf5 $out/verify-$to.h5 --html $out/verify-$to.html"
+  "$ckpt" verify "$fixture" "$out/$to" --top 5 --json "$out/verify-$to.json" --hdf5 "$out/verify-$to.h5" --html "$out/verify-$to.html"
+done

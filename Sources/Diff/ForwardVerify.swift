@@ -553,6 +553,15 @@ func monotonicSeconds() -> Double {
 }
 
 extension ForwardVerify {
+  /// The OpenBLAS kernel set to ask for (`OPENBLAS_CORETYPE`), or `nil` to keep
+  /// `current`: `SkylakeX` when the CPU has AVX-512, OpenBLAS chose a set
+  /// without it (0.3.21 takes Zen 5 for `Haswell`), and the user chose nothing.
+  public static func preferredBLASCore(current: String, cpuHasAVX512: Bool, userChoice: String?) -> String? {
+    guard cpuHasAVX512, userChoice == nil || userChoice == "" else { return nil }
+    let c = current.lowercased()
+    return ["skylakex", "cooperlake", "sapphirerapids"].contains(where: { c.contains($0) }) ? nil : "SkylakeX"
+  }
+
   /// OpenBLAS sgemm throughput on this machine now, in GFLOP/s: the best of
   /// three 2048 × 2048 × 2048 products (all cores, OpenBLAS's threads).
   public static func sgemmPeak(size n: Int = 2048, repeats: Int = 3) -> Double {

@@ -232,12 +232,11 @@ enum BLASSetup {
   /// set, re-run this process with `OPENBLAS_CORETYPE=SkylakeX`
   /// (Docs/PERFORMANCE.md: ~1.6× sgemm). `CKPT_BLAS_REEXEC=0` turns it off.
   static func preferAVX512Kernels() {
-    guard getenv("OPENBLAS_CORETYPE") == nil, KernelPath.avx512.isAvailable else { return }
     if let v = getenv("CKPT_BLAS_REEXEC"), String(cString: v) == "0" { return }
-    let core = BLAS.coreName.lowercased()
-    let avx512Sets = ["skylakex", "cooperlake", "sapphirerapids"]
-    guard !avx512Sets.contains(where: { core.contains($0) }) else { return }
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1)
+    guard let better = ForwardVerify.preferredBLASCore(
+      current: BLAS.coreName, cpuHasAVX512: KernelPath.avx512.isAvailable, userChoice: getenv("OPENBLAS_CORETYPE").map { String(cString: $0) })
+    else { return }
+    setenv("OPENBLAS_CORETYPE", better, 1)
     var args = CommandLine.arguments.map { strdup($0) }
     args.append(nil)
     execv("/proc/self/exe", &args)

@@ -238,6 +238,16 @@ struct DiffTests {
     #expect(leftovers.isEmpty, "\(leftovers)")
   }
 
+  @Test("OpenBLAS on an AVX-512 CPU is steered to AVX-512 kernels only when it chose older ones and the user chose nothing")
+  func blasCore() {
+    #expect(ForwardVerify.preferredBLASCore(current: "Haswell", cpuHasAVX512: true, userChoice: nil) == "SkylakeX")
+    #expect(ForwardVerify.preferredBLASCore(current: "Zen", cpuHasAVX512: true, userChoice: "") == "SkylakeX")
+    #expect(ForwardVerify.preferredBLASCore(current: "Cooperlake", cpuHasAVX512: true, userChoice: nil) == nil)
+    #expect(ForwardVerify.preferredBLASCore(current: "SkylakeX", cpuHasAVX512: true, userChoice: nil) == nil)
+    #expect(ForwardVerify.preferredBLASCore(current: "Haswell", cpuHasAVX512: false, userChoice: nil) == nil)
+    #expect(ForwardVerify.preferredBLASCore(current: "Haswell", cpuHasAVX512: true, userChoice: "Haswell") == nil)
+  }
+
   @Test("Tolerances: faithful roundings stay within, copies must be exact")
   func tolerances() throws {
     let catalog = try WeightCatalog.load(try Checkpoint.load(Self.kimi))
