@@ -34,6 +34,7 @@ static void cmp_scalar(const float *a, const float *b, size_t n, int64_t base, c
       s->nonfinite_a += !xf;
       s->nonfinite_b += !yf;
       s->nonfinite_pairs++;
+      s->nonfinite_differ += xb != yb;
       continue;
     }
     double dx = x, dy = y, d = dx - dy, ad = fabs(d);
@@ -90,18 +91,20 @@ CMP_TARGET static void cmp_avx512(const float *a, const float *b, size_t n, int6
   __m512i vidx0 = _mm512_set1_epi64(-1), vidx1 = vidx0;
   const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
   const __m512i exp_mask = _mm512_set1_epi32(0x7F800000);
-  uint64_t identical = 0, nfa = 0, nfb = 0, nfp = 0, count = 0, zeros = 0;
+  uint64_t identical = 0, nfa = 0, nfb = 0, nfp = 0, nfd = 0, count = 0, zeros = 0;
   for (size_t i = 0; i < n; i += 16) {
     __mmask16 live = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
     __m512i xb = _mm512_maskz_loadu_epi32(live, a + i);
     __m512i yb = _mm512_maskz_loadu_epi32(live, b + i);
-    identical += (uint64_t)__builtin_popcount(_mm512_mask_cmpeq_epi32_mask(live, xb, yb));
+    __mmask16 same = _mm512_mask_cmpeq_epi32_mask(live, xb, yb);
+    identical += (uint64_t)__builtin_popcount(same);
     __mmask16 xnf = live & _mm512_cmpeq_epi32_mask(_mm512_and_si512(xb, exp_mask), exp_mask);
     __mmask16 ynf = live & _mm512_cmpeq_epi32_mask(_mm512_and_si512(yb, exp_mask), exp_mask);
     nfa += (uint64_t)__builtin_popcount(xnf);
     nfb += (uint64_t)__builtin_popcount(ynf);
     __mmask16 ok = live & (__mmask16)~(xnf | ynf);
     nfp += (uint64_t)__builtin_popcount(xnf | ynf);
+    nfd += (uint64_t)__builtin_popcount((xnf | ynf) & (__mmask16)~same);
     count += (uint64_t)__builtin_popcount(ok);
     __m512 x = _mm512_castsi512_ps(xb), y = _mm512_castsi512_ps(yb);
     zeros += (uint64_t)__builtin_popcount(_mm512_mask_cmp_ps_mask(ok, x, y, _CMP_EQ_OQ));
@@ -119,6 +122,7 @@ CMP_TARGET static void cmp_avx512(const float *a, const float *b, size_t n, int6
   s->nonfinite_a += nfa;
   s->nonfinite_b += nfb;
   s->nonfinite_pairs += nfp;
+  s->nonfinite_differ += nfd;
   s->count += count;
   s->sum_dd += _mm512_reduce_add_pd(dd);
   s->sum_aa += _mm512_reduce_add_pd(aa);

@@ -35,9 +35,10 @@ public struct ComparisonRow: Sendable {
     self.router = router
   }
 
-  /// Above its tolerance, non-finite on one side only, or (MoE) routing too different.
+  /// Above its tolerance, a non-finite value not matched bit for bit on the
+  /// other side, or (MoE) routing too different.
   public var exceeds: Bool {
-    if stats.nonFiniteA != stats.nonFiniteB || stats.nonFinitePairs > stats.identical { return true }
+    if stats.nonFiniteDiffering > 0 { return true }
     if stats.relativeError > tolerance { return true }
     if let r = router, 1 - r.exactSetFraction > Tolerance.routerDisagreement { return true }
     return false

@@ -28,6 +28,8 @@ public struct ErrorStats: Sendable, Equatable {
   public var nonFiniteB = 0
   /// Pairs with a non-finite side (left out of the sums and the histogram).
   public var nonFinitePairs = 0
+  /// Of those, pairs whose bits differ (NaN against a number, or Inf against NaN…).
+  public var nonFiniteDiffering = 0
   /// `Σ d²`, `Σ a²`, `Σ b²`, `Σ a·b` over finite pairs, in `Double`.
   public var sumSquaredDifference = 0.0
   public var sumSquaredA = 0.0
@@ -118,6 +120,7 @@ public struct ErrorStats: Sendable, Equatable {
     nonFiniteA += o.nonFiniteA
     nonFiniteB += o.nonFiniteB
     nonFinitePairs += o.nonFinitePairs
+    nonFiniteDiffering += o.nonFiniteDiffering
     sumSquaredDifference += o.sumSquaredDifference
     sumSquaredA += o.sumSquaredA
     sumSquaredB += o.sumSquaredB
@@ -151,6 +154,7 @@ public struct ErrorStats: Sendable, Equatable {
         if !x.isFinite { s.nonFiniteA += 1 }
         if !y.isFinite { s.nonFiniteB += 1 }
         s.nonFinitePairs += 1
+        if x.bitPattern != y.bitPattern { s.nonFiniteDiffering += 1 }
         continue
       }
       let dx = Double(x)
@@ -209,6 +213,7 @@ public struct ErrorStats: Sendable, Equatable {
     s.nonFiniteA = Int(c.nonfinite_a)
     s.nonFiniteB = Int(c.nonfinite_b)
     s.nonFinitePairs = Int(c.nonfinite_pairs)
+    s.nonFiniteDiffering = Int(c.nonfinite_differ)
     s.sumSquaredDifference = c.sum_dd
     s.sumSquaredA = c.sum_aa
     s.sumSquaredB = c.sum_bb

@@ -25,13 +25,13 @@ public enum ComparisonHDF5 {
   /// Columns of the `metrics` datasets.
   public static let metricNames = [
     "elements", "identical", "identical_fraction", "max_abs", "max_abs_index", "rmse", "relative", "cosine", "sqnr_db",
-    "non_finite_a", "non_finite_b", "sum_sq_diff", "sum_sq_a", "sum_sq_b", "sum_ab",
+    "non_finite_a", "non_finite_b", "non_finite_differing", "sum_sq_diff", "sum_sq_a", "sum_sq_b", "sum_ab",
   ]
 
   static func values(_ s: ErrorStats) -> [Double] {
     [
       Double(s.elements), Double(s.identical), s.identicalFraction, s.maxAbs, Double(s.maxAbsIndex), s.rmse, s.relativeError,
-      s.cosine, s.sqnrDB, Double(s.nonFiniteA), Double(s.nonFiniteB), s.sumSquaredDifference, s.sumSquaredA, s.sumSquaredB,
+      s.cosine, s.sqnrDB, Double(s.nonFiniteA), Double(s.nonFiniteB), Double(s.nonFiniteDiffering), s.sumSquaredDifference, s.sumSquaredA, s.sumSquaredB,
       s.sumProduct,
     ]
   }

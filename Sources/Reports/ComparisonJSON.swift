@@ -55,6 +55,7 @@ public enum ComparisonJSON {
       ("sqnr_db", number(s.sqnrDB)),
       ("non_finite_a", .number(JSONNumber(s.nonFiniteA))),
       ("non_finite_b", .number(JSONNumber(s.nonFiniteB))),
+      ("non_finite_differing", .number(JSONNumber(s.nonFiniteDiffering))),
       ("sum_sq_diff", number(s.sumSquaredDifference)),
       ("sum_sq_a", number(s.sumSquaredA)),
       ("sum_sq_b", number(s.sumSquaredB)),
@@ -155,9 +156,7 @@ public enum ComparisonTable {
   static func sci(_ x: Double) -> String {
     if x == 0 { return "0" }
     if !x.isFinite { return x > 0 ? "inf" : "-inf" }
-    let e = Int((log10(x.magnitude)).rounded(.down))
-    let m = x / pow(10, Double(e))
-    return "\(Format.fixed(m, 2))e\(e < 0 ? "-" : "+")\(abs(e) < 10 ? "0" : "")\(abs(e))"
+    return String(format: "%.2e", x)
   }
 
   static func cosine(_ c: Double) -> String { c == 1 ? "1" : Format.fixed(c, 6) }

@@ -128,6 +128,11 @@ struct DiffTests {
                  ["diff", Self.kimi, Self.kimi, "--json", "/tmp/x.json", "--html", "/tmp/x.json"]] {
       #expect(try runCkpt(args).status == 64, "\(args)")
     }
+    // A NaN in B that A does not have fails its tensor, whatever the tolerance.
+    let (n, nj) = try Self.run(["diff", TestPaths.fixture("malformed/checkpoints/valid-micro"), TestPaths.fixture("malformed/checkpoints/non-finite-nan"), "--fail-above", "1", "--json", "-"])
+    #expect(n.status == 1)
+    let nanRows = (nj?["rows"]?.arrayValue ?? []).compactMap(\.objectValue).filter { ($0["metrics"]?.objectValue?["non_finite_b"]?.intValue ?? 0) > 0 }
+    #expect(!nanRows.isEmpty && nanRows.allSatisfy { $0["exceeds"]?.boolValue == true })
     let same = try runCkpt(["diff", Self.kimi, Self.kimi])
     #expect(same.status == 0 && same.stdout.contains("PASS: 67 compared"))
   }

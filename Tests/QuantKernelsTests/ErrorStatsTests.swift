@@ -42,7 +42,7 @@ struct ErrorStatsTests {
       let s = a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in ErrorStats.measure(x, y, base: 10, path: path) } }
       #expect(s.count == 4)
       #expect(s.identical == 2)  // 1 == 1 and 0 == 0; +0 and -0 differ in bits
-      #expect(s.nonFiniteA == 1 && s.nonFiniteB == 1 && s.nonFinitePairs == 2)
+      #expect(s.nonFiniteA == 1 && s.nonFiniteB == 1 && s.nonFinitePairs == 2 && s.nonFiniteDiffering == 2)
       #expect(s.sumSquaredDifference == 0.25)
       #expect(s.sumSquaredA == 5 && s.sumSquaredB == 3.25 && s.sumProduct == 4)
       #expect(s.maxAbs == 0.5 && s.maxAbsIndex == 11)
@@ -68,6 +68,7 @@ struct ErrorStatsTests {
             let fast = ErrorStats.measure(x, y, base: 5, threads: threads, path: path)
             #expect(fast.count == ref.count && fast.identical == ref.identical)
             #expect(fast.nonFiniteA == ref.nonFiniteA && fast.nonFiniteB == ref.nonFiniteB && fast.nonFinitePairs == ref.nonFinitePairs)
+            #expect(fast.nonFiniteDiffering == ref.nonFiniteDiffering && (n < 40 || ref.nonFiniteDiffering == 2))
             #expect(fast.maxAbs == ref.maxAbs && fast.maxAbsIndex == ref.maxAbsIndex, "\(path) \(threads)")
             #expect(fast.histogram == ref.histogram, "\(path) \(threads)")
             for (f, r) in [(fast.sumSquaredDifference, ref.sumSquaredDifference), (fast.sumSquaredA, ref.sumSquaredA),

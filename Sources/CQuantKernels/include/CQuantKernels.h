@@ -97,6 +97,7 @@ typedef struct {
   uint64_t identical;    ///< pairs with equal bits
   uint64_t nonfinite_a, nonfinite_b;
   uint64_t nonfinite_pairs;  ///< pairs with a non-finite side
+  uint64_t nonfinite_differ; ///< of those, pairs whose bits differ
   double sum_dd, sum_aa, sum_bb, sum_ab;
   double max_abs;        ///< largest |a - b| (double), 0 when none
   int64_t max_index;     ///< its first index (base + i), -1 when none
