@@ -43,3 +43,13 @@ print(f"{name:<42} {s:9.2f} {n / s / 1e9:12.2f} {floor / ns:11.2f}x {rss / 1024:
 PY
   done
 }
+
+# k2_inputs: sets $src = $dir/k2 (the K2-shaped INT4 benchmark checkpoint,
+# scripts/make-k2-bench-shard.py) and $bf16 = $dir/k2-bf16 (its BF16
+# conversion by $ckpt), making either when missing.
+k2_inputs() {
+  src="$dir/k2"
+  [[ -f "$src/model-00001-of-00002.safetensors" ]] || python3 scripts/make-k2-bench-shard.py "$src"
+  bf16="$dir/k2-bf16"
+  [[ -f "$bf16/model.safetensors.index.json" ]] || "$ckpt" convert "$src" "$bf16" --to bf16 --json >/dev/null
+}

@@ -23,10 +23,7 @@ repeats=${REPEATS:-1}
 py=${CT_PYTHON:-python3}
 mkdir -p "$dir"
 source scripts/bench-lib.sh
-src="$dir/k2"
-[[ -f "$src/model-00001-of-00002.safetensors" ]] || python3 scripts/make-k2-bench-shard.py "$src"
-bf16="$dir/k2-bf16"
-[[ -f "$bf16/model.safetensors.index.json" ]] || "$ckpt" convert "$src" "$bf16" --to bf16 --json >/dev/null
+k2_inputs
 in_bytes=$(cat "$bf16"/*.safetensors | wc -c)
 out_bytes=$(cat "$src"/*.safetensors | wc -c)
 

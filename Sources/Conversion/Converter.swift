@@ -61,51 +61,58 @@ public struct ConvertOptions: Sendable {
   }
 }
 
-/// Reads a file sequentially in a background thread, staying at most `window`
-/// bytes ahead of the consumer's position, to fill the page cache.
-final class ReadAhead: @unchecked Sendable {
+/// Reads byte ranges of files, in the order they will be consumed, in a
+/// background thread at most `window` bytes ahead of the consumer, so
+/// memory-mapped reads find their pages in the cache (faulting a cold mapping
+/// measured 3× slower than reading the file first; Docs/PERFORMANCE.md).
+/// `convert` reads one shard front to back; `diff` reads A's and B's tensors
+/// interleaved, in whatever order each file holds them.
+public final class Prefetcher: @unchecked Sendable {
   private let position = Atomic<Int>(0)
   private let stopped = Atomic<Bool>(false)
   private let done = DispatchSemaphore(value: 0)
   private let wake = DispatchSemaphore(value: 0)
 
-  init(path: String, size: Int, window: Int) {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else {
-      done.signal()
-      return
-    }
-    _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+  /// Starts the thread on `items`, read in this order (8 MiB steps of 256 KiB
+  /// reads into one buffer that stays in L2: an 8 MiB destination made the
+  /// copy cost as much CPU as the requantize kernel).
+  public init(_ items: [(path: String, range: Range<Int>)], window: Int) {
     DispatchQueue.global().async { [self] in
-      let chunk = 8 << 20
+      var fds: [String: Int32] = [:]
       let piece = 256 << 10
       let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 4096)
-      var offset = 0
-      while offset < size && !stopped.load(ordering: .relaxed) {
-        if offset >= position.load(ordering: .relaxed) + window {
-          _ = wake.wait(timeout: .now() + .milliseconds(50))
-          continue
+      var consumed = 0
+      outer: for (path, range) in items {
+        let fd: Int32
+        if let f = fds[path] {
+          fd = f
+        } else {
+          fd = open(path, O_RDONLY | O_CLOEXEC)
+          if fd >= 0 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL) }
+          fds[path] = fd
         }
-        // 8 MiB per step, read 256 KiB at a time into the same buffer: the
-        // copy's destination stays in L2 (an 8 MiB destination made the copy
-        // cost as much CPU as the requantize kernel).
-        var got = 0
-        while got < chunk {
-          let n = pread(fd, buffer, min(piece, chunk - got), off_t(offset + got))
-          if n <= 0 { break }
-          got += n
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+          if stopped.load(ordering: .relaxed) { break outer }
+          if consumed >= position.load(ordering: .relaxed) + window {
+            _ = wake.wait(timeout: .now() + .milliseconds(50))
+            continue
+          }
+          let want = min(piece, range.upperBound - offset)
+          let n = fd >= 0 ? pread(fd, buffer, want, off_t(offset)) : -1
+          let got = n > 0 ? n : want  // an unreadable range is skipped; the consumer reports it
+          offset += got
+          consumed += got
         }
-        if got == 0 { break }
-        offset += got
       }
       buffer.deallocate()
-      close(fd)
+      for fd in fds.values where fd >= 0 { close(fd) }
       done.signal()
     }
   }
 
-  /// The consumer has reached `offset`.
-  func advance(to offset: Int) {
+  /// The consumer has used `offset` bytes of the sequence.
+  public func advance(to offset: Int) {
     if offset > position.load(ordering: .relaxed) {
       position.store(offset, ordering: .relaxed)
       wake.signal()
@@ -113,7 +120,7 @@ final class ReadAhead: @unchecked Sendable {
   }
 
   /// Stops the thread and waits for it.
-  func stop() {
+  public func stop() {
     stopped.store(true, ordering: .relaxed)
     wake.signal()
     done.wait()
@@ -163,7 +170,7 @@ public enum Converter {
     // to 256 MiB past the tensor being converted, so page faults on the
     // mapping find the page cache filled (faulting a cold mapping measured 3×
     // slower than reading the file first; Docs/PERFORMANCE.md).
-    let reader = ReadAhead(path: inputPath, size: file.mapping.count, window: 256 << 20)
+    let reader = Prefetcher([(inputPath, 0..<file.mapping.count)], window: 256 << 20)
     defer { reader.stop() }
     for planned in order {
       guard let source = sources[planned.name] else { continue }

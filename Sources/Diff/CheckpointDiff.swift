@@ -1,4 +1,5 @@
 import Checkpoint
+import Conversion
 import Dispatch
 import QuantKernels
 import Synchronization
@@ -151,64 +152,5 @@ public enum CheckpointDiff {
       results.withLock { $0[band] = s }
     }
     return results.withLock { $0.reduce(ErrorStats()) { $0.merged($1) } }
-  }
-}
-
-/// Reads byte ranges of files, in the order they will be consumed, in a
-/// background thread at most `window` bytes ahead of the consumer, so
-/// memory-mapped reads find their pages in the cache.
-final class Prefetcher: @unchecked Sendable {
-  private let position = Atomic<Int>(0)
-  private let stopped = Atomic<Bool>(false)
-  private let done = DispatchSemaphore(value: 0)
-  private let wake = DispatchSemaphore(value: 0)
-
-  init(_ items: [(path: String, range: Range<Int>)], window: Int) {
-    DispatchQueue.global().async { [self] in
-      var fds: [String: Int32] = [:]
-      let piece = 256 << 10
-      let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 4096)
-      var consumed = 0
-      outer: for (path, range) in items {
-        let fd: Int32
-        if let f = fds[path] {
-          fd = f
-        } else {
-          fd = open(path, O_RDONLY | O_CLOEXEC)
-          fds[path] = fd
-        }
-        var offset = range.lowerBound
-        while offset < range.upperBound {
-          if stopped.load(ordering: .relaxed) { break outer }
-          if consumed >= position.load(ordering: .relaxed) + window {
-            _ = wake.wait(timeout: .now() + .milliseconds(50))
-            continue
-          }
-          let want = min(piece, range.upperBound - offset)
-          let n = fd >= 0 ? pread(fd, buffer, want, off_t(offset)) : -1
-          let got = n > 0 ? n : want  // an unreadable range is skipped; the consumer reports it
-          offset += got
-          consumed += got
-        }
-      }
-      buffer.deallocate()
-      for fd in fds.values where fd >= 0 { close(fd) }
-      done.signal()
-    }
-  }
-
-  /// The consumer has used `offset` bytes of the sequence.
-  func advance(to offset: Int) {
-    if offset > position.load(ordering: .relaxed) {
-      position.store(offset, ordering: .relaxed)
-      wake.signal()
-    }
-  }
-
-  /// Stops the thread and waits for it.
-  func stop() {
-    stopped.store(true, ordering: .relaxed)
-    wake.signal()
-    done.wait()
   }
 }

@@ -72,27 +72,9 @@ public struct LogicalTensor: Sendable {
   }
 }
 
-/// Why a checkpoint cannot be compared, naming the file and tensor.
-public struct DiffError: Error, Sendable, CustomStringConvertible {
-  public let code: String
-  public let file: String?
-  public let tensor: String?
-  public let message: String
-
-  public init(_ code: String, file: String? = nil, tensor: String? = nil, _ message: String) {
-    self.code = code
-    self.file = file
-    self.tensor = tensor
-    self.message = message
-  }
-
-  public var description: String {
-    var s = "\(code): "
-    if let file { s += file + ": " }
-    if let tensor { s += "tensor \(tensor): " }
-    return s + message
-  }
-}
+/// Why a checkpoint cannot be compared, naming the file and tensor: the
+/// same error type as conversion's (code, file, tensor, message).
+public typealias DiffError = ConversionError
 
 /// Every logical tensor of a checkpoint, in shard order and, within a shard,
 /// in file order of their first stored part.
@@ -145,9 +127,7 @@ public struct WeightCatalog: Sendable {
           if byName[module + ".weight_packed"] != nil {
             guard part == ".weight_packed" else { continue }
             let m: Int4Module
-            do { m = try ConversionPlan.int4Module(module, file: file, shard: shard, byName: byName, quantization: quantization) } catch {
-              throw DiffError(error.code, file: error.file, tensor: error.tensor, error.message)
-            }
+            m = try ConversionPlan.int4Module(module, file: file, shard: shard, byName: byName, quantization: quantization)
             let name = module + ".weight"
             tensors.append(LogicalTensor(
               name: name, key: DeepSeekV3Modules.strippingLanguageModelPrefix(name), shape: [m.layout.rows, m.layout.columns],
