@@ -93,9 +93,9 @@ public struct ErrorStats: Sendable, Equatable {
     if sumSquaredDifference == 0 { return 0 }
     return sumSquaredA == 0 ? .infinity : (sumSquaredDifference / sumSquaredA).squareRoot()
   }
-  /// `⟨A, B⟩ / (‖A‖·‖B‖)`: 1 when both are zero, 0 when one is.
+  /// `⟨A, B⟩ / (‖A‖·‖B‖)`: exactly 1 when `A = B` (or both are zero), 0 when one is zero.
   public var cosine: Double {
-    if sumSquaredA == 0 && sumSquaredB == 0 { return 1 }
+    if sumSquaredDifference == 0 { return 1 }
     if sumSquaredA == 0 || sumSquaredB == 0 { return 0 }
     return sumProduct / (sumSquaredA.squareRoot() * sumSquaredB.squareRoot())
   }
