@@ -374,7 +374,11 @@ struct ActivationSource: CustomStringConvertible {
     tensors = out
   }
 
-  var description: String { path.map { "file \($0)" } ?? "gaussian(seed \(seed))" }
+  var description: String {
+    guard let path else { return "gaussian(seed \(seed))" }
+    let widths = Set(tensors.map(\.width)).sorted().map(String.init).joined(separator: ", ")
+    return "file \(path) (widths \(widths); gaussian(seed \(seed)) for other widths)"
+  }
 
   /// An exact input for `module`, if the file has one.
   func exact(_ module: String, width: Int) -> (x: [Float], tokens: Int)? {
