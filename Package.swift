@@ -69,12 +69,16 @@ let package = Package(
       name: "Diff",
       dependencies: ["Checkpoint", "CompressedTensors", "Conversion", "QuantKernels", "SafeTensors", "StrictJSON", "BLAS"],
       swiftSettings: swiftSettings),
+    .target(
+      name: "Archive",
+      dependencies: ["SafeTensors", "StrictJSON", "QuantKernels", "Zstd", .product(name: "Crypto", package: "swift-crypto")],
+      swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON", "Diff", "HDF5", "QuantKernels", "SafeTensors"], swiftSettings: swiftSettings),
     .executableTarget(
       name: "ckpt",
       dependencies: [
         "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "Verification", "Conversion",
-        "Diff", "Reports", "Zstd", "BLAS", "HDF5", "QuantKernels",
+        "Diff", "Archive", "Reports", "Zstd", "BLAS", "HDF5", "QuantKernels",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: swiftSettings),
@@ -121,6 +125,7 @@ let package = Package(
       name: "CkptTests",
       dependencies: [
         "ckpt", "TestSupport", "StrictJSON", "SafeTensors", "Verification", "Conversion", "Diff", "Reports", "HDF5", "QuantKernels",
+        "Archive",
       ],
       swiftSettings: swiftSettings),
   ]

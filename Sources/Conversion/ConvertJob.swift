@@ -199,9 +199,8 @@ public enum ConvertJob {
   public static func prepareOutput(
     input: String, output: String, settings: JSONObject, part: ShardPart? = nil
   ) throws(ConversionError) -> ConvertJournal {
-    let inReal = realPath(input) ?? input
-    let (parent, leaf) = FileSystem.split(output)
-    let outReal = realPath(output) ?? (realPath(parent.isEmpty ? "." : parent).map { $0 + "/" + leaf } ?? output)
+    let inReal = resolvedPath(input)
+    let outReal = resolvedPath(output)
     if outReal == inReal || outReal.hasPrefix(inReal + "/") {
       throw ConversionError("output-inside-input", file: output, "OUT must not be IN or inside it (\(inReal))")
     }
@@ -440,6 +439,13 @@ public enum ConvertJob {
   }
 
   /// The canonical absolute path (`realpath(3)`), or `nil` when it does not exist.
+  /// `path` resolved (`realpath`), or for a path that does not exist yet, its
+  /// resolved parent plus its last component: what "inside IN" is judged on.
+  public static func resolvedPath(_ path: String) -> String {
+    let (parent, leaf) = FileSystem.split(path)
+    return realPath(path) ?? (realPath(parent.isEmpty ? "." : parent).map { $0 + "/" + leaf } ?? path)
+  }
+
   public static func realPath(_ path: String) -> String? {
     guard let p = realpath(path, nil) else { return nil }
     defer { free(p) }

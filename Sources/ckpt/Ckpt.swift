@@ -14,7 +14,7 @@ struct Ckpt: ParsableCommand {
       Output is a table on a terminal; pass --json for stable machine-readable output.
       """,
     version: CheckpointKitVersion.string,
-    subcommands: [Inspect.self, Validate.self, Convert.self, Requantize.self, DiffCommand.self, VerifyCommand.self, Hash.self, Bench.self])
+    subcommands: [Inspect.self, Validate.self, Convert.self, Requantize.self, DiffCommand.self, VerifyCommand.self, Compress.self, Decompress.self, Hash.self, Bench.self])
 }
 
 /// The tool's version.
