@@ -1,0 +1,134 @@
+import Archive
+import Foundation
+import StrictJSON
+import Testing
+import TestSupport
+import Verification
+
+/// `ckpt compress` / `ckpt decompress`: byte-identical round trips on every
+/// fixture, the INT4 grid path on a BF16 conversion, and damaged archives.
+@Suite("ckpt compress and decompress")
+struct ArchiveTests {
+  static func digests(_ dir: String) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for n in try FileManager.default.contentsOfDirectory(atPath: dir) where !n.hasPrefix(".") {
+      out[n] = try Hashing.sha256(file: dir + "/" + n)
+    }
+    return out
+  }
+
+  @Test("Checkpoint folders round-trip byte for byte; other files are copied", arguments: ["kimi-k2-tiny", "kimi-k2-tiny-minmax", "kimi-k25-tiny", "malformed/checkpoints/valid-micro"])
+  func folders(fixture: String) throws {
+    let tmp = TemporaryDirectory("archive")
+    defer { tmp.remove() }
+    let src = TestPaths.fixture(fixture)
+    let c = try runCkpt(["compress", src, tmp.file("z"), "--json"])
+    #expect(c.status == 0, "\(c.stderr)")
+    let names = try FileManager.default.contentsOfDirectory(atPath: tmp.file("z"))
+    #expect(!names.contains { $0.hasSuffix(".safetensors") } && names.contains { $0.hasSuffix(".safetensors.zst") })
+    let d = try runCkpt(["decompress", tmp.file("z"), tmp.file("out")])
+    #expect(d.status == 0, "\(d.stderr)")
+    #expect(try Self.digests(tmp.file("out")) == Self.digests(src))
+  }
+
+  @Test("Single files round-trip: every dtype, empty and scalar tensors, F32 planes, off-grid BF16", arguments: [
+    "reference/all-dtypes.safetensors", "reference/extra-dtypes.safetensors", "reference/scalar-and-empty.safetensors",
+    "reference/no-tensors.safetensors", "reference/escaped-names.safetensors", "requantize/offgrid.safetensors",
+    "diff/activations.safetensors",
+  ])
+  func files(fixture: String) throws {
+    let tmp = TemporaryDirectory("archive-file")
+    defer { tmp.remove() }
+    let src = TestPaths.fixture(fixture)
+    let c = try runCkpt(["compress", src, tmp.file("a.safetensors.zst")])
+    #expect(c.status == 0, "\(c.stderr)")
+    let d = try runCkpt(["decompress", tmp.file("a.safetensors.zst"), tmp.file("a.safetensors")])
+    #expect(d.status == 0, "\(d.stderr)")
+    #expect(try Hashing.sha256(file: tmp.file("a.safetensors")) == Hashing.sha256(file: src))
+  }
+
+  /// The fixture converted to BF16 (its experts lie on the INT4 grid) and compressed.
+  static func bf16Archive(_ tmp: TemporaryDirectory) throws -> JSONObject {
+    let c = try runCkpt(["convert", TestPaths.fixture("kimi-k2-tiny"), tmp.file("bf16"), "--to", "bf16", "--json"])
+    #expect(c.status == 0, "\(c.stderr)")
+    let z = try runCkpt(["compress", tmp.file("bf16"), tmp.file("z"), "--json"])
+    #expect(z.status == 0, "\(z.stderr)")
+    let json = try JSONParser.parse(Array(z.stdout.utf8)).objectValue
+    return try #require(json)
+  }
+
+  @Test("A BF16 conversion of INT4 stores its experts as codes and scales and restores them exactly")
+  func grid() throws {
+    let tmp = TemporaryDirectory("archive-grid")
+    defer { tmp.remove() }
+    let json = try Self.bf16Archive(tmp)
+    let shards = json["shards"]?.arrayValue?.compactMap(\.objectValue) ?? []
+    // 8 expert matrices of 96 × 256 per MoE shard, all on the grid.
+    #expect(shards.map { $0["grid_elements"]?.intValue ?? -1 }.sorted() == [0, 294_912, 294_912])
+    let expertShard = try #require(shards.first { $0["grid_elements"]?.intValue == 294_912 })
+    let ratio = Double(expertShard["original_bytes"]!.intValue!) / Double(expertShard["archive_bytes"]!.intValue!)
+    #expect(ratio > 1.5, "\(ratio)")
+    let d = try runCkpt(["decompress", tmp.file("z"), tmp.file("out")])
+    #expect(d.status == 0, "\(d.stderr)")
+    #expect(try Self.digests(tmp.file("out")) == Self.digests(tmp.file("bf16")))
+  }
+
+  /// The manifest of an archive file, and where it starts.
+  static func manifest(_ path: String) throws -> (JSONObject, Int) {
+    let bytes = try readFile(path)
+    let at = bytes[(bytes.count - 16)..<(bytes.count - 8)].withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+    let manifest = try JSONParser.parse(Array(bytes[at..<(bytes.count - 16)])).objectValue
+    return (try #require(manifest), at)
+  }
+
+  @Test("Damaged archives: truncated, a flipped byte in a frame, a wrong checksum; exit 1 naming shard and tensor, nothing left behind")
+  func damaged() throws {
+    let tmp = TemporaryDirectory("archive-damage")
+    defer { tmp.remove() }
+    _ = try Self.bf16Archive(tmp)
+    let shard = "model-00002-of-000003.safetensors"
+    let path = tmp.file("z/" + shard + ".zst")
+    let original = try readFile(path)
+    let (manifest, manifestAt) = try Self.manifest(path)
+    let tensor = try #require(manifest["tensors"]?.arrayValue?.compactMap(\.objectValue).first { $0["name"]?.stringValue?.contains("experts.1.up_proj") == true })
+    let name = try #require(tensor["name"]?.stringValue)
+    let chunk = try #require(tensor["chunks"]?.arrayValue?.first?.objectValue)
+    let frameValues = chunk["frames"]?.arrayValue?.first?.arrayValue?.compactMap { $0.intValue }
+    let frame = try #require(frameValues)
+
+    func expectFailure(_ bytes: [UInt8], _ needles: [String]) throws {
+      try writeFile(path, bytes)
+      let r = try runCkpt(["decompress", tmp.file("z"), tmp.file("out-\(needles[0])")])
+      #expect(r.status == 1)
+      for n in needles { #expect(r.stderr.contains(n), "\(n) not in: \(r.stderr)") }
+      let left = (try? FileManager.default.contentsOfDirectory(atPath: tmp.file("out-\(needles[0])"))) ?? []
+      #expect(!left.contains { $0.hasPrefix(".") || $0 == shard }, "\(left)")
+    }
+    // Truncated: the end marker is gone.
+    try expectFailure(Array(original.prefix(original.count - 100)), ["corrupt-archive", shard, "truncated"])
+    // A flipped byte inside the first frame of one tensor.
+    var flipped = original
+    flipped[frame[0] + frame[1] / 2] ^= 0x40
+    try expectFailure(flipped, ["corrupt-archive", shard, name])
+    // A wrong chunk checksum in the manifest (same length, so offsets hold).
+    let digest = try #require(chunk["sha256"]?.stringValue)
+    let wrong = String(digest.prefix(63)) + (digest.last == "0" ? "1" : "0")
+    var text = Array(original[manifestAt..<(original.count - 16)])
+    let at = try #require(text.indices.first { text[$0...].starts(with: Array(digest.utf8)) })
+    text.replaceSubrange(at..<(at + 64), with: Array(wrong.utf8))
+    try expectFailure(Array(original[..<manifestAt]) + text + Array(original.suffix(16)), ["checksum-mismatch", shard, name])
+    try writeFile(path, original)
+    #expect(try runCkpt(["decompress", tmp.file("z"), tmp.file("out-ok")]).status == 0)
+  }
+
+  @Test("Refusals: OUT inside IN, an invalid input, usage errors")
+  func refusals() throws {
+    let src = TestPaths.fixture("kimi-k2-tiny")
+    let inside = try runCkpt(["compress", src, src + "/z"])
+    #expect(inside.status == 1 && inside.stderr.contains("output-inside-input"))
+    let bad = try runCkpt(["compress", TestPaths.fixture("malformed/checkpoints/bad-scale-shape"), "/tmp/ckpt-never"])
+    #expect(bad.status == 1 && bad.stderr.contains("does not pass validation"))
+    #expect(try runCkpt(["compress", src]).status == 64)
+    #expect(try runCkpt(["compress", src, "/tmp/x", "--level", "40"]).status == 64)
+  }
+}
