@@ -20,7 +20,7 @@ enum ChunkCodec {
     if width > 0 {
       var frames: [[UInt8]] = []
       for plane in ShardArchive.split(src, width: width) {
-        frames.append(try compressArray(plane, level))
+        frames.append(try compressArray(plane, level, .entropy))
       }
       return EncodedChunk(encoding: .planes, frames: frames, sha256: digest, gridElements: 0)
     }
@@ -28,8 +28,10 @@ enum ChunkCodec {
   }
 
   /// One zstd frame of `a`.
-  static func compressArray(_ a: [UInt8], _ level: Int32) throws(ZstdError) -> [UInt8] {
-    let r: Result<[UInt8], ZstdError> = a.withUnsafeBytes { b in Result { () throws(ZstdError) in try Zstd.compress(b, level: level) } }
+  static func compressArray(_ a: [UInt8], _ level: Int32, _ tuning: Zstd.Tuning = .standard) throws(ZstdError) -> [UInt8] {
+    let r: Result<[UInt8], ZstdError> = a.withUnsafeBytes { b in
+      Result { () throws(ZstdError) in try Zstd.compress(b, level: level, tuning: tuning) }
+    }
     return try r.get()
   }
 
@@ -40,6 +42,13 @@ enum ChunkCodec {
 
   /// The grid encoding, or `nil` when fewer than half the groups are exact.
   static func encodeGrid(_ src: UnsafeRawBufferPointer, rows: Int, columns: Int, level: Int32) throws(ZstdError) -> (frames: [[UInt8]], exact: Int)? {
+    // A cheap screen first: off-grid groups take the requantizer's slow search,
+    // so a chunk whose first rows (≤ 256 groups) are mostly off the grid is not tried.
+    let probeRows = max(1, min(rows, 256 * ShardArchive.group / columns))
+    if probeRows < rows {
+      let probe = UnsafeRawBufferPointer(rebasing: src[0..<(probeRows * columns * 2)])
+      guard exactGroups(probe, rows: probeRows, columns: columns) * 2 >= probeRows * columns / ShardArchive.group else { return nil }
+    }
     let groupsPerRow = columns / ShardArchive.group
     let groups = rows * groupsPerRow
     var packed = [UInt8](repeating: 0, count: rows * Int4Packing.bytesPerRow(columns: columns))
@@ -82,8 +91,24 @@ enum ChunkCodec {
     guard exact * 2 >= groups, exact > 0 else { return nil }
     var frames: [[UInt8]] = []
     let planes = fallback.withUnsafeBytes { ShardArchive.split($0, width: 2) }
-    for part in [packed, scales, bitmap] + planes { frames.append(try compressArray(part, level)) }
+    for part in [packed, scales, bitmap] { frames.append(try compressArray(part, level)) }
+    for part in planes { frames.append(try compressArray(part, level, .entropy)) }
     return (frames, exact)
+  }
+
+  /// How many groups of `src` lie exactly on an INT4 grid.
+  static func exactGroups(_ src: UnsafeRawBufferPointer, rows: Int, columns: Int) -> Int {
+    let groups = rows * columns / ShardArchive.group
+    var packed = [UInt8](repeating: 0, count: rows * Int4Packing.bytesPerRow(columns: columns))
+    var scales = [UInt8](repeating: 0, count: groups * 2)
+    let stats = packed.withUnsafeMutableBytes { p in
+      scales.withUnsafeMutableBytes { s in
+        Int4Requantize.matrix(
+          input: src, inputType: .bf16, rows: rows, columns: columns, groupSize: ShardArchive.group, scaleType: .bf16,
+          options: Int4RequantizeOptions(rule: .qat7), packed: p, scales: s)
+      }
+    }
+    return stats.recovered + stats.ambiguous
   }
 
   /// Decodes a chunk into `dst` (exactly the chunk's original bytes).

@@ -249,7 +249,7 @@ extension ShardArchive {
       close(fd)
       if !ok { unlink(temporary) }
     }
-    func put(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(ArchiveError) {
+    @Sendable func put(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(ArchiveError) {
       var done = 0
       while done < bytes.count {
         let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
@@ -259,6 +259,9 @@ extension ShardArchive {
     }
     let raw = a.mapping.withBytes(0..<a.mapping.count) { $0 }
     try put(UnsafeRawBufferPointer(rebasing: raw[16..<(16 + a.headerBytes)]), at: 0)
+    let writer = DispatchQueue(label: "ckpt.decompress.writer")
+    let inFlight = DispatchSemaphore(value: 2)
+    let writeFailure = Mutex<ArchiveError?>(nil)
     var work: [(tensor: Int, chunk: Int)] = []
     for (i, t) in a.tensors.enumerated() { for k in t.chunks.indices { work.append((i, k)) } }
     let window = max(1, jobs) * 2
@@ -271,7 +274,8 @@ extension ShardArchive {
       DispatchQueue.concurrentPerform(iterations: batch.count) { j in
         let t = archive.tensors[batch[j].tensor]
         let c = t.chunks[batch[j].chunk]
-        var buffer = [UInt8](repeating: 0, count: c.end - c.begin)
+        // Every encoding writes every byte of the chunk.
+        var buffer = [UInt8](unsafeUninitializedCapacity: c.end - c.begin) { _, n in n = c.end - c.begin }
         let frames = c.frames.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
         let decoded: Result<Void, ArchiveDecodeError> = buffer.withUnsafeMutableBytes { d in
           Result { () throws(ArchiveDecodeError) in
@@ -296,16 +300,31 @@ extension ShardArchive {
         out.withLock { $0[j] = r }
       }
       let results = out.withLock { $0 }
+      var pieces: [(Int, [UInt8])] = []
       for (j, w) in batch.enumerated() {
         let t = a.tensors[w.tensor]
         let c = t.chunks[w.chunk]
         switch results[j]! {
-        case .failure(let e): throw e
-        case .success(let b): try withBytes(of: b) { (p) throws(ArchiveError) in try put(p, at: a.headerBytes + t.begin + c.begin) }
+        case .failure(let e):
+          writer.sync {}
+          throw e
+        case .success(let b): pieces.append((a.headerBytes + t.begin + c.begin, b))
         }
+      }
+      // Written by the writer thread while the next window decodes (two windows in flight at most).
+      inFlight.wait()
+      let ready = pieces
+      writer.async {
+        for (at, b) in ready where writeFailure.withLock({ $0 == nil }) {
+          let r: Result<Void, ArchiveError> = b.withUnsafeBytes { p in Result { () throws(ArchiveError) in try put(p, at: at) } }
+          if case .failure(let e) = r { writeFailure.withLock { $0 = e } }
+        }
+        inFlight.signal()
       }
       next += batch.count
     }
+    writer.sync {}
+    if let e = writeFailure.withLock({ $0 }) { throw e }
     guard ftruncate(fd, off_t(a.fileBytes)) == 0, fsync(fd) == 0 else {
       throw ArchiveError("write-failed", file: output, "fsync: \(systemErrorDescription(errno))")
     }
