@@ -71,7 +71,7 @@ let package = Package(
       swiftSettings: swiftSettings),
     .target(
       name: "Archive",
-      dependencies: ["SafeTensors", "StrictJSON", "QuantKernels", "Zstd", .product(name: "Crypto", package: "swift-crypto")],
+      dependencies: ["SafeTensors", "StrictJSON", "QuantKernels", "Zstd", "Conversion", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON", "Diff", "HDF5", "QuantKernels", "SafeTensors"], swiftSettings: swiftSettings),
     .executableTarget(

@@ -5,8 +5,9 @@
 #     ($BENCH_DIR/k2-bf16/model-00001-of-00002.safetensors, 5.6 GB: its experts
 #     lie on the INT4 grid), and
 # (b) a random-normal BF16 shard of ~2 GiB (std 0.02, numpy, made once).
-# Each row starts from a cold page cache when the script may drop caches; every
-# restored file is compared with the original. Ratio, compress and decompress
+# Each row starts from a cold page cache when the script may drop caches and
+# ends when its output is on disk (`sync`: zipnn and zstd leave it in the page
+# cache, ckpt fsyncs); every restored file is compared with the original. Ratio, compress and decompress
 # GB/s of original bytes; all tools get the same threads ($JOBS, default: all cores).
 # Needs `pip install zipnn` (the zipnn rows are skipped without it).
 set -euo pipefail
@@ -35,11 +36,11 @@ data = open(src, "rb").read()
 out = z.compress(data) if mode == "c" else z.decompress(data)
 open(dst, "wb").write(out)
 PY
-timed() {  # timed VAR COMMAND...: cold cache, seconds into VAR
+timed() {  # timed VAR COMMAND...: cold cache, nanoseconds into VAR, until the output is on disk (sync)
   local var=$1; shift
   drop
   local s e
-  s=$(now); "$@" >/dev/null 2>"$dir/err" || { cat "$dir/err"; exit 1; }; e=$(now)
+  s=$(now); { "$@" && sync; } >/dev/null 2>"$dir/err" || { cat "$dir/err"; exit 1; }; e=$(now)
   printf -v "$var" '%s' "$(( e - s ))"
 }
 row() {  # row NAME ORIGINAL ARCHIVE COMPRESS_NS DECOMPRESS_NS

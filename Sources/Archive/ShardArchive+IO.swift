@@ -1,3 +1,4 @@
+import Conversion
 import Crypto
 import Dispatch
 import SafeTensors
@@ -242,26 +243,20 @@ extension ShardArchive {
   public static func decompress(_ input: String, to output: String, jobs: Int) throws(ArchiveError) -> ArchiveResult {
     let a = try OpenArchive(input)
     let temporary = FileSystem.temporaryPath(for: output)
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw ArchiveError("write-failed", file: output, "cannot create: \(systemErrorDescription(errno))") }
-    var ok = false
-    defer {
-      close(fd)
-      if !ok { unlink(temporary) }
+    unlink(temporary)
+    // In order, through a ring of buffers another thread writes with O_DIRECT:
+    // the kernel copies nothing into the page cache, and writing overlaps decoding.
+    let sink: PipelinedSink
+    do { sink = try PipelinedSink(path: temporary, direct: true, hashing: false) } catch {
+      throw ArchiveError("write-failed", file: output, "\(error)")
     }
-    @Sendable func put(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(ArchiveError) {
-      var done = 0
-      while done < bytes.count {
-        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-        guard n > 0 else { throw ArchiveError("write-failed", file: output, "write: \(systemErrorDescription(errno))") }
-        done += n
-      }
+    var ok = false
+    defer { if !ok { unlink(temporary) } }
+    func put(_ bytes: UnsafeRawBufferPointer) throws(ArchiveError) {
+      do { try sink.append(bytes) } catch { throw ArchiveError("write-failed", file: output, "\(error)") }
     }
     let raw = a.mapping.withBytes(0..<a.mapping.count) { $0 }
-    try put(UnsafeRawBufferPointer(rebasing: raw[16..<(16 + a.headerBytes)]), at: 0)
-    let writer = DispatchQueue(label: "ckpt.decompress.writer")
-    let inFlight = DispatchSemaphore(value: 2)
-    let writeFailure = Mutex<ArchiveError?>(nil)
+    try put(UnsafeRawBufferPointer(rebasing: raw[16..<(16 + a.headerBytes)]))
     var work: [(tensor: Int, chunk: Int)] = []
     for (i, t) in a.tensors.enumerated() { for k in t.chunks.indices { work.append((i, k)) } }
     let window = max(1, jobs) * 2
@@ -300,34 +295,16 @@ extension ShardArchive {
         out.withLock { $0[j] = r }
       }
       let results = out.withLock { $0 }
-      var pieces: [(Int, [UInt8])] = []
-      for (j, w) in batch.enumerated() {
-        let t = a.tensors[w.tensor]
-        let c = t.chunks[w.chunk]
+      for j in batch.indices {
         switch results[j]! {
-        case .failure(let e):
-          writer.sync {}
-          throw e
-        case .success(let b): pieces.append((a.headerBytes + t.begin + c.begin, b))
+        case .failure(let e): throw e
+        case .success(let b): try withBytes(of: b) { (p) throws(ArchiveError) in try put(p) }
         }
-      }
-      // Written by the writer thread while the next window decodes (two windows in flight at most).
-      inFlight.wait()
-      let ready = pieces
-      writer.async {
-        for (at, b) in ready where writeFailure.withLock({ $0 == nil }) {
-          let r: Result<Void, ArchiveError> = b.withUnsafeBytes { p in Result { () throws(ArchiveError) in try put(p, at: at) } }
-          if case .failure(let e) = r { writeFailure.withLock { $0 = e } }
-        }
-        inFlight.signal()
       }
       next += batch.count
     }
-    writer.sync {}
-    if let e = writeFailure.withLock({ $0 }) { throw e }
-    guard ftruncate(fd, off_t(a.fileBytes)) == 0, fsync(fd) == 0 else {
-      throw ArchiveError("write-failed", file: output, "fsync: \(systemErrorDescription(errno))")
-    }
+    guard sink.count == a.fileBytes else { throw ArchiveError("corrupt-archive", file: a.name, "restored \(sink.count) bytes, the manifest says \(a.fileBytes)") }
+    do { try sink.finish() } catch { throw ArchiveError("write-failed", file: output, "\(error)") }
     do { try FileSystem.commit(temporary, to: output) } catch { throw ArchiveError("write-failed", file: output, "\(error)") }
     ok = true
     return ArchiveResult(

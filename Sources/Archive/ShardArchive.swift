@@ -114,20 +114,66 @@ extension ShardArchive {
   /// Splits `bytes` of `width`-byte elements into planes: plane k holds byte k of each element.
   static func split(_ src: UnsafeRawBufferPointer, width: Int) -> [[UInt8]] {
     let n = src.count / width
-    return (0..<width).map { k in
-      [UInt8](unsafeUninitializedCapacity: n) { buffer, count in
-        for i in 0..<n { buffer[i] = src[i * width + k] }
-        count = n
+    var planes = (0..<width).map { _ in [UInt8](repeating: 0, count: n) }
+    guard n > 0 else { return planes }
+    let s = src.baseAddress!
+    switch width {
+    case 2:
+      // Whole elements as integers: the compiler vectorizes these loops.
+      let e = s.assumingMemoryBound(to: UInt16.self)
+      var low = planes[0]
+      var high = planes[1]
+      low.withUnsafeMutableBufferPointer { p0 in
+        high.withUnsafeMutableBufferPointer { p1 in
+          for i in 0..<n {
+            let v = UInt16(littleEndian: e[i])
+            p0[i] = UInt8(truncatingIfNeeded: v)
+            p1[i] = UInt8(truncatingIfNeeded: v >> 8)
+          }
+        }
+      }
+      planes = [low, high]
+    default:
+      for k in 0..<width {
+        planes[k].withUnsafeMutableBufferPointer { p in
+          for i in 0..<n { p[i] = s.load(fromByteOffset: i * width + k, as: UInt8.self) }
+        }
       }
     }
+    return planes
   }
 
   /// The inverse of ``split(_:width:)``.
   static func join(_ planes: [[UInt8]], width: Int, into dst: UnsafeMutableRawBufferPointer) {
     let n = dst.count / width
-    for k in 0..<width {
-      planes[k].withUnsafeBufferPointer { p in
-        for i in 0..<n { dst[i * width + k] = p[i] }
+    guard n > 0 else { return }
+    let d = dst.baseAddress!
+    switch width {
+    case 2:
+      let e = d.assumingMemoryBound(to: UInt16.self)
+      planes[0].withUnsafeBufferPointer { p0 in
+        planes[1].withUnsafeBufferPointer { p1 in
+          for i in 0..<n { e[i] = (UInt16(p0[i]) | UInt16(p1[i]) << 8).littleEndian }
+        }
+      }
+    case 4:
+      let e = d.assumingMemoryBound(to: UInt32.self)
+      planes[0].withUnsafeBufferPointer { p0 in
+        planes[1].withUnsafeBufferPointer { p1 in
+          planes[2].withUnsafeBufferPointer { p2 in
+            planes[3].withUnsafeBufferPointer { p3 in
+              for i in 0..<n {
+                e[i] = (UInt32(p0[i]) | UInt32(p1[i]) << 8 | UInt32(p2[i]) << 16 | UInt32(p3[i]) << 24).littleEndian
+              }
+            }
+          }
+        }
+      }
+    default:
+      for k in 0..<width {
+        planes[k].withUnsafeBufferPointer { p in
+          for i in 0..<n { d.storeBytes(of: p[i], toByteOffset: i * width + k, as: UInt8.self) }
+        }
       }
     }
   }

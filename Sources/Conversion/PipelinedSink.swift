@@ -60,13 +60,17 @@ public final class PipelinedSink: SafeTensorsWriter.ByteSink, @unchecked Sendabl
   private let hashQueue = DispatchQueue(label: "ckpt.sink.hash")
   private let writeQueue = DispatchQueue(label: "ckpt.sink.write")
   private var hasher = SHA256()  // hashQueue only
+  private let hashing: Bool
 
   /// Creates `path` exclusively.
   ///
   /// - Parameter direct: Try `O_DIRECT` (falls back to buffered writes when the
   ///   file system refuses it).
-  public init(path: String, direct: Bool = true) throws(SafeTensorsError) {
+  /// With `hashing` false, ``sha256`` stays `nil` and no thread hashes (for
+  /// writers that check their data otherwise, such as `ckpt decompress`).
+  public init(path: String, direct: Bool = true, hashing: Bool = true) throws(SafeTensorsError) {
     self.path = path
+    self.hashing = hashing
     var fd: Int32 = -1
     var isDirect = false
     if direct && Self.directFlag != 0 {
@@ -89,6 +93,9 @@ public final class PipelinedSink: SafeTensorsWriter.ByteSink, @unchecked Sendabl
     // Abandoned (or finished): let the queues drain before the buffers go.
     hashQueue.sync {}
     writeQueue.sync {}
+    // A buffer taken but never submitted still holds a count of `free`;
+    // libdispatch traps on disposing a semaphore below its initial value.
+    if current != nil { free.signal() }
     if fd >= 0 { close(fd) }
     for b in buffers { b.deallocate() }
   }
@@ -116,7 +123,7 @@ public final class PipelinedSink: SafeTensorsWriter.ByteSink, @unchecked Sendabl
     let r = close(fd)
     fd = -1
     if r != 0 { throw io("close") }
-    sha256 = hashQueue.sync { Hashing.hex(hasher.finalize()) }
+    sha256 = hashing ? hashQueue.sync { Hashing.hex(hasher.finalize()) } : nil
   }
 
   /// Bytes appended so far.
@@ -143,7 +150,7 @@ public final class PipelinedSink: SafeTensorsWriter.ByteSink, @unchecked Sendabl
     current = nil
     fill = 0
     hashQueue.async {
-      self.hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
+      if self.hashing { self.hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length)) }
       self.release(slot)
     }
     writeQueue.async {
