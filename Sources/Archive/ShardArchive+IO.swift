@@ -67,9 +67,10 @@ extension ShardArchive {
     // The whole shard's SHA-256, in the background while chunks are encoded.
     let whole = Mutex<String?>(nil)
     let hashed = DispatchSemaphore(value: 0)
+    // Read with pread into one buffer, not through the mapping, so the hashed
+    // pages do not stay mapped (resident) while the chunks are released.
     DispatchQueue.global().async {
-      let digest = file.mapping.withBytes(0..<file.mapping.count) { b in ShardArchive.sha256(b) }
-      whole.withLock { $0 = digest }
+      whole.withLock { $0 = ShardArchive.fileSHA256(input) }
       hashed.signal()
     }
     try withBytes(of: magic) { (b) throws(ArchiveError) in try put(b) }
@@ -118,7 +119,7 @@ extension ShardArchive {
       next += batch.count
     }
     hashed.wait()
-    let digest = whole.withLock { $0 }!
+    guard let digest = whole.withLock({ $0 }) else { throw ArchiveError("unreadable-shard", file: name, "cannot read it to hash it") }
     for (i, t) in tensors.enumerated() {
       manifestTensors.append(.object(JSONObject([
         ("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)), ("shape", .array(t.shape.map { .number(JSONNumber($0)) })),
@@ -138,6 +139,28 @@ extension ShardArchive {
     do { try FileSystem.commit(temporary, to: output) } catch { throw ArchiveError("write-failed", file: output, "\(error)") }
     ok = true
     return ArchiveResult(file: name, originalBytes: file.mapping.count, archiveBytes: offset, gridElements: gridElements, sha256: digest)
+  }
+}
+
+extension ShardArchive {
+  /// The SHA-256 of a file, read in 8 MiB pieces; `nil` when it cannot be read.
+  static func fileSHA256(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    let size = 8 << 20
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+    defer { buffer.deallocate() }
+    var hasher = SHA256()
+    var offset = 0
+    while true {
+      let n = pread(fd, buffer, size, off_t(offset))
+      if n < 0 { return nil }
+      if n == 0 { break }
+      hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
+      offset += n
+    }
+    return hex(hasher.finalize())
   }
 }
 
@@ -301,6 +324,9 @@ extension ShardArchive {
         case .success(let b): try withBytes(of: b) { (p) throws(ArchiveError) in try put(p) }
         }
       }
+      // The frames are read: give their pages back, so memory stays at a window.
+      let used = batch.flatMap { a.tensors[$0.tensor].chunks[$0.chunk].frames }
+      if let lo = used.map(\.lowerBound).min(), let hi = used.map(\.upperBound).max() { a.mapping.release(lo..<hi) }
       next += batch.count
     }
     guard sink.count == a.fileBytes else { throw ArchiveError("corrupt-archive", file: a.name, "restored \(sink.count) bytes, the manifest says \(a.fileBytes)") }
