@@ -51,54 +51,54 @@ public enum ComparisonHDF5 {
   }
 
   private static func fill(_ r: ComparisonReport, _ temporary: String) throws(HDF5Error) {
-      let f = try HDF5File(creatingAt: temporary)
-      try f.setAttribute("schema", to: ComparisonJSON.schema)
-      try f.setAttribute("tool", to: "ckpt (CheckpointKit)")
-      try f.setAttribute("tool_version", to: r.toolVersion)
-      try f.setAttribute("command", to: r.command)
-      try f.setAttribute("a", to: r.pathA)
-      try f.setAttribute("b", to: r.pathB)
-      try f.setAttribute("format_a", to: r.formatA)
-      try f.setAttribute("format_b", to: r.formatB)
-      try f.setAttribute("passed", to: Int32(r.passed ? 1 : 0))
-      for (k, v) in r.settings { try f.setAttribute("settings." + k, to: v) }
-      for (k, v) in r.performance { try f.setAttribute("performance." + k, to: v) }
-      let bins = ErrorStats.histogramBins
-      try f.createDataset("histogram_bin_lower_edges", values: (0..<bins).map(ErrorStats.binLowerEdge))
-      try f.createStringDataset("histogram_bin_labels", strings: (0..<bins).map(ErrorStats.binLabel))
-      try f.createStringDataset("metric_names", strings: metricNames)
-      try f.createDataset("summary/metrics", values: values(r.total))
-      try f.createDataset("summary/histogram", values: r.total.histogram)
-      let kinds = r.kinds
-      try f.createStringDataset("kinds/names", strings: kinds.map(\.kind))
-      try f.createDataset("kinds/metrics", values: kinds.flatMap { values($0.stats) }, shape: [kinds.count, metricNames.count])
-      try f.createDataset("kinds/histograms", values: kinds.flatMap(\.stats.histogram), shape: [kinds.count, bins])
-      var byLayer: [String: [ComparisonRow]] = [:]
-      var order: [String] = []
-      for row in r.rows {
-        let key = row.layer.map(String.init) ?? "global"
-        if byLayer[key] == nil { order.append(key) }
-        byLayer[key, default: []].append(row)
-      }
-      _ = try f.createGroup("layers")
-      for key in order {
-        let rows = byLayer[key]!
-        let g = "layers/\(key)/"
-        try f.createStringDataset(g + "names", strings: rows.map(\.name))
-        try f.createStringDataset(g + "kinds", strings: rows.map(\.kind))
-        try f.createDataset(g + "metrics", values: rows.flatMap { values($0.stats) }, shape: [rows.count, metricNames.count])
-        try f.createDataset(g + "histograms", values: rows.flatMap(\.stats.histogram), shape: [rows.count, bins])
-        try f.createDataset(g + "tolerance", values: rows.map(\.tolerance))
-        try f.createDataset(g + "exceeds", values: rows.map { Int32($0.exceeds ? 1 : 0) })
-        try f.createDataset(
-          g + "router",
-          values: rows.flatMap { row in row.router.map { [$0.tokens, $0.topK, $0.sameSet, $0.overlap] } ?? [-1, -1, -1, -1] },
-          shape: [rows.count, 4])
-      }
-      for (name, list) in [("only_in_a", r.onlyInA), ("only_in_b", r.onlyInB), ("mismatched", r.mismatched)] {
-        try f.createStringDataset("unmatched/\(name)/names", strings: list.map(\.name))
-        try f.createStringDataset("unmatched/\(name)/reasons", strings: list.map(\.reason))
-      }
-      try f.flush()
+    let f = try HDF5File(creatingAt: temporary)
+    try f.setAttribute("schema", to: ComparisonJSON.schema)
+    try f.setAttribute("tool", to: "ckpt (CheckpointKit)")
+    try f.setAttribute("tool_version", to: r.toolVersion)
+    try f.setAttribute("command", to: r.command)
+    try f.setAttribute("a", to: r.pathA)
+    try f.setAttribute("b", to: r.pathB)
+    try f.setAttribute("format_a", to: r.formatA)
+    try f.setAttribute("format_b", to: r.formatB)
+    try f.setAttribute("passed", to: Int32(r.passed ? 1 : 0))
+    for (k, v) in r.settings { try f.setAttribute("settings." + k, to: v) }
+    for (k, v) in r.performance { try f.setAttribute("performance." + k, to: v) }
+    let bins = ErrorStats.histogramBins
+    try f.createDataset("histogram_bin_lower_edges", values: (0..<bins).map(ErrorStats.binLowerEdge))
+    try f.createStringDataset("histogram_bin_labels", strings: (0..<bins).map(ErrorStats.binLabel))
+    try f.createStringDataset("metric_names", strings: metricNames)
+    try f.createDataset("summary/metrics", values: values(r.total))
+    try f.createDataset("summary/histogram", values: r.total.histogram)
+    let kinds = r.kinds
+    try f.createStringDataset("kinds/names", strings: kinds.map(\.kind))
+    try f.createDataset("kinds/metrics", values: kinds.flatMap { values($0.stats) }, shape: [kinds.count, metricNames.count])
+    try f.createDataset("kinds/histograms", values: kinds.flatMap(\.stats.histogram), shape: [kinds.count, bins])
+    var byLayer: [String: [ComparisonRow]] = [:]
+    var order: [String] = []
+    for row in r.rows {
+      let key = row.layer.map(String.init) ?? "global"
+      if byLayer[key] == nil { order.append(key) }
+      byLayer[key, default: []].append(row)
+    }
+    _ = try f.createGroup("layers")
+    for key in order {
+      let rows = byLayer[key]!
+      let g = "layers/\(key)/"
+      try f.createStringDataset(g + "names", strings: rows.map(\.name))
+      try f.createStringDataset(g + "kinds", strings: rows.map(\.kind))
+      try f.createDataset(g + "metrics", values: rows.flatMap { values($0.stats) }, shape: [rows.count, metricNames.count])
+      try f.createDataset(g + "histograms", values: rows.flatMap(\.stats.histogram), shape: [rows.count, bins])
+      try f.createDataset(g + "tolerance", values: rows.map(\.tolerance))
+      try f.createDataset(g + "exceeds", values: rows.map { Int32($0.exceeds ? 1 : 0) })
+      try f.createDataset(
+        g + "router",
+        values: rows.flatMap { row in row.router.map { [$0.tokens, $0.topK, $0.sameSet, $0.overlap] } ?? [-1, -1, -1, -1] },
+        shape: [rows.count, 4])
+    }
+    for (name, list) in [("only_in_a", r.onlyInA), ("only_in_b", r.onlyInB), ("mismatched", r.mismatched)] {
+      try f.createStringDataset("unmatched/\(name)/names", strings: list.map(\.name))
+      try f.createStringDataset("unmatched/\(name)/reasons", strings: list.map(\.reason))
+    }
+    try f.flush()
   }
 }

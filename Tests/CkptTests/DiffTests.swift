@@ -21,7 +21,10 @@ struct DiffTests {
   /// The fixture converted to every target once, checked to be the bytes the
   /// numpy reference was computed from.
   static let conversions: Result<String, any Error> = Result {
-    let dir = TemporaryDirectory("diff-conversions").path
+    // One fixed folder under .build (git-ignored), replaced on every run, not a new temporary folder each time.
+    let dir = TestPaths.packageRoot + "/.build/test-diff-conversions"
+    try? FileManager.default.removeItem(atPath: dir)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let expected = try expectedJSON()
     for t in targets {
       let r = try runCkpt(["convert", kimi, dir + "/" + t, "--to", t, "--json"])
