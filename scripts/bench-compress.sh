@@ -12,13 +12,10 @@
 # Needs `pip install zipnn` (the zipnn rows are skipped without it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-swift build -c release --product ckpt >/dev/null
-ckpt="$(swift build -c release --show-bin-path)/ckpt"
-dir=${BENCH_DIR:-.bench}
+source scripts/bench-lib.sh
+bench_setup
 jobs=${JOBS:-$(nproc)}
 mkdir -p "$dir/z"
-repeats=1
-source scripts/bench-lib.sh
 k2_inputs
 normal="$dir/normal-bf16.safetensors"
 [[ -f "$normal" ]] || python3 - "$normal" <<'PY'

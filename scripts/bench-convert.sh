@@ -14,12 +14,8 @@
 # Without it, (b) is skipped. REPEATS (default 2) runs of each; the best is shown.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-swift build -c release --product ckpt >/dev/null
-ckpt="$(swift build -c release --show-bin-path)/ckpt"
-dir=${BENCH_DIR:-.bench}
-repeats=${REPEATS:-2}
-mkdir -p "$dir"
 source scripts/bench-lib.sh
+REPEATS=${REPEATS:-2} bench_setup
 src="$dir/k2"
 if [[ ! -f "$src/model-00001-of-00002.safetensors" ]]; then
   python3 scripts/make-k2-bench-shard.py "$src"

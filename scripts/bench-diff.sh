@@ -15,13 +15,8 @@
 # compressed-tensors (row (b) is skipped without them). REPEATS (default 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-swift build -c release --product ckpt >/dev/null
-ckpt="$(swift build -c release --show-bin-path)/ckpt"
-dir=${BENCH_DIR:-.bench}
-repeats=${REPEATS:-1}
-py=${CT_PYTHON:-python3}
-mkdir -p "$dir"
 source scripts/bench-lib.sh
+bench_setup
 k2_inputs
 bytes=$(cat "$src"/*.safetensors "$bf16"/*.safetensors | wc -c)
 

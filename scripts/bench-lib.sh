@@ -53,3 +53,15 @@ k2_inputs() {
   bf16="$dir/k2-bf16"
   [[ -f "$bf16/model.safetensors.index.json" ]] || "$ckpt" convert "$src" "$bf16" --to bf16 --json >/dev/null
 }
+
+# bench_setup: builds ckpt in release mode and sets $ckpt, $dir ($BENCH_DIR,
+# default .bench, created), $repeats ($REPEATS, default 1) and $py ($CT_PYTHON,
+# default python3).
+bench_setup() {
+  swift build -c release --product ckpt >/dev/null
+  ckpt="$(swift build -c release --show-bin-path)/ckpt"
+  dir=${BENCH_DIR:-.bench}
+  repeats=${REPEATS:-1}
+  py=${CT_PYTHON:-python3}
+  mkdir -p "$dir"
+}

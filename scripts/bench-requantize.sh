@@ -16,13 +16,8 @@
 # (default 1) runs of each; the best is shown.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-swift build -c release --product ckpt >/dev/null
-ckpt="$(swift build -c release --show-bin-path)/ckpt"
-dir=${BENCH_DIR:-.bench}
-repeats=${REPEATS:-1}
-py=${CT_PYTHON:-python3}
-mkdir -p "$dir"
 source scripts/bench-lib.sh
+bench_setup
 k2_inputs
 in_bytes=$(cat "$bf16"/*.safetensors | wc -c)
 out_bytes=$(cat "$src"/*.safetensors | wc -c)

@@ -130,7 +130,7 @@ enum ChunkCodec {
       guard width > 0, frames.count == width, dst.count % width == 0 else { throw .layout("\(frames.count) planes for \(dtype.rawValue)") }
       var planes: [[UInt8]] = []
       for k in 0..<width { planes.append(try unzstd(k, dst.count / width)) }
-      ShardArchive.split(planes: planes, width: width, into: dst)
+      ShardArchive.join(planes, width: width, into: dst)
     case .gridInt4:
       guard dtype == .bf16, columns > 0, columns % ShardArchive.group == 0, dst.count == rows * columns * 2, frames.count == 5 else {
         throw .layout("grid chunk of \(dtype.rawValue) [\(rows), \(columns)] with \(frames.count) frames")
@@ -166,11 +166,4 @@ enum ChunkCodec {
 enum ArchiveDecodeError: Error {
   case zstd(ZstdError)
   case layout(String)
-}
-
-extension ShardArchive {
-  /// Interleaves `planes` back into `width`-byte elements.
-  static func split(planes: [[UInt8]], width: Int, into dst: UnsafeMutableRawBufferPointer) {
-    join(planes, width: width, into: dst)
-  }
 }

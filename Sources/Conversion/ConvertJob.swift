@@ -459,7 +459,8 @@ public enum ConvertJob {
     return Int(s.f_bavail) * Int(s.f_frsize)
   }
 
-  static func monotonicSeconds() -> Double {
+  /// Seconds on the monotonic clock.
+  public static func monotonicSeconds() -> Double {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9

@@ -1,5 +1,6 @@
 import BLAS
 import Checkpoint
+import Conversion
 import CompressedTensors
 import Dispatch
 import QuantKernels
@@ -77,7 +78,6 @@ public struct MoEConfig: Sendable, Equatable {
     normalizeTopK = c["norm_topk_prob"]?.boolValue ?? true
     scoring = c["scoring_func"]?.stringValue ?? "softmax"
     rmsNormEps = Float(c["rms_norm_eps"]?.doubleValue ?? 1e-6)
-    if experts % groups != 0 { groups = 1; topKGroups = 1 }
   }
 }
 
@@ -277,7 +277,7 @@ extension ForwardVerify {
   /// the MoE block runs each side end to end with its own weights.
   public static func run(a: WeightCatalog, b: WeightCatalog, options: VerifyOptions) throws(DiffError) -> VerifyResult {
     guard options.samples >= 1 else { throw DiffError("invalid-option", "--samples must be at least 1") }
-    let start = monotonicSeconds()
+    let start = ConvertJob.monotonicSeconds()
     // Our threads each call single-threaded sgemm on their own chunk (``linear``).
     let blasThreads = BLAS.threadCount
     BLAS.threadCount = 1
@@ -297,6 +297,15 @@ extension ForwardVerify {
     }
     let source = try ActivationSource(path: options.activations, samples: options.samples, seed: options.seed)
     let moe = MoEConfig((a.checkpoint.textConfig))
+    if let m = moe {
+      // Refused, not patched: a block run on settings the model does not have would measure nothing.
+      guard m.experts % m.groups == 0 else {
+        throw DiffError("bad-config", file: Checkpoint.configFileName, "n_routed_experts \(m.experts) is not a multiple of n_group \(m.groups)")
+      }
+      guard ["sigmoid", "softmax"].contains(m.scoring) else {
+        throw DiffError("bad-config", file: Checkpoint.configFileName, "scoring_func \"\(m.scoring)\" is neither sigmoid nor softmax")
+      }
+    }
     let eps = moe?.rmsNormEps ?? Float((a.checkpoint.textConfig?["rms_norm_eps"]?.doubleValue) ?? 1e-6)
     var state = PassState(a: a, b: b, options: options, vectors: vectors, source: source, eps: eps)
     options.started?(order.reduce(0) { sum, m in
@@ -336,7 +345,7 @@ extension ForwardVerify {
     }
     return VerifyResult(
       rows: state.rows, skipped: matched.mismatched, activationSource: source.description, flops: state.flops,
-      gemmSeconds: state.gemmSeconds, seconds: monotonicSeconds() - start, bytes: state.bytes)
+      gemmSeconds: state.gemmSeconds, seconds: ConvertJob.monotonicSeconds() - start, bytes: state.bytes)
   }
 }
 
@@ -449,11 +458,11 @@ struct PassState {
       ra.release()
       rb.release()
     }
-    let t0 = monotonicSeconds()
+    let t0 = ConvertJob.monotonicSeconds()
     var f = 0.0
     let ya = ForwardVerify.linear([x], tokens: tokens, ra, jobs: options.jobs, flops: &f)[0]
     let yb = ForwardVerify.linear([x] + (alsoB.map { [$0] } ?? []), tokens: tokens, rb, jobs: options.jobs, flops: &f)
-    gemmSeconds += monotonicSeconds() - t0
+    gemmSeconds += ConvertJob.monotonicSeconds() - t0
     flops += f
     let moved = ra.storedBytes + rb.storedBytes
     bytes += moved
@@ -549,13 +558,6 @@ struct PassState {
   }
 }
 
-/// Seconds on the monotonic clock.
-func monotonicSeconds() -> Double {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 extension ForwardVerify {
   /// The OpenBLAS kernel set to ask for (`OPENBLAS_CORETYPE`), or `nil` to keep
   /// `current`: `SkylakeX` when the CPU has AVX-512, OpenBLAS chose a set
@@ -574,7 +576,7 @@ extension ForwardVerify {
     var c = [Float](repeating: 0, count: n * n)
     var best = Double.infinity
     for _ in 0..<repeats {
-      let t0 = monotonicSeconds()
+      let t0 = ConvertJob.monotonicSeconds()
       a.withUnsafeBufferPointer { ab in
         b.withUnsafeBufferPointer { bb in
           c.withUnsafeMutableBufferPointer { cb in
@@ -582,7 +584,7 @@ extension ForwardVerify {
           }
         }
       }
-      best = min(best, monotonicSeconds() - t0)
+      best = min(best, ConvertJob.monotonicSeconds() - t0)
     }
     return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
   }

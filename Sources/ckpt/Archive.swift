@@ -42,7 +42,7 @@ struct Compress: ParsableCommand {
 
   func run() throws {
     ArchiveCommands.run(command: "compress", input: paths[0], output: paths[1], json: outputOptions.json) { (shardIn, shardOut) throws(ArchiveError) -> ArchiveResult in
-      try ShardArchive.compress(shardIn, to: shardOut + ShardArchive.suffix, level: level, jobs: jobs)
+      try ShardArchive.compress(shardIn, to: shardOut, level: level, jobs: jobs)
     }
   }
 }
@@ -73,7 +73,7 @@ struct Decompress: ParsableCommand {
 
   func run() throws {
     ArchiveCommands.run(command: "decompress", input: paths[0], output: paths[1], json: outputOptions.json) { (shardIn, shardOut) throws(ArchiveError) -> ArchiveResult in
-      try ShardArchive.decompress(shardIn, to: String(shardOut.dropLast(ShardArchive.suffix.count)), jobs: jobs)
+      try ShardArchive.decompress(shardIn, to: shardOut, jobs: jobs)
     }
   }
 }
@@ -81,9 +81,10 @@ struct Decompress: ParsableCommand {
 /// What compress and decompress share: walking the folder, copying other files, the report.
 enum ArchiveCommands {
   static func run(
-    command: String, input: String, output: String, json: Bool, _ each: (String, String) throws(ArchiveError) -> ArchiveResult
+    command: String, input: String, output: String, json: Bool,
+    _ each: (_ from: String, _ to: String) throws(ArchiveError) -> ArchiveResult
   ) -> Never {
-    let start = monotonicNow()
+    let start = now()
     let compress = command == "compress"
     let inKind = FileSystem.kind(of: input)
     guard inKind.exists else { failCommand(command, json: json, "\(input) does not exist", status: 1) }
@@ -108,16 +109,19 @@ enum ArchiveCommands {
       }
       for n in names where !n.hasPrefix(".") && !FileSystem.kind(of: input + "/" + n).isDirectory {
         let isShard = compress ? n.hasSuffix(".safetensors") : n.hasSuffix(".safetensors" + ShardArchive.suffix)
-        if isShard { shards.append((input + "/" + n, output + "/" + n)) } else { copies.append((input + "/" + n, output + "/" + n)) }
+        if isShard {
+          let restored = compress ? n + ShardArchive.suffix : String(n.dropLast(ShardArchive.suffix.count))
+          shards.append((input + "/" + n, output + "/" + restored))
+        } else {
+          copies.append((input + "/" + n, output + "/" + n))
+        }
       }
       if shards.isEmpty { failCommand(command, json: json, "\(input) holds no \(compress ? ".safetensors" : ".safetensors.zst") shard", status: 1) }
       do { if !FileSystem.kind(of: output).exists { try FileSystem.createDirectory(output) } } catch {
         failCommand(command, json: json, "\(error)", status: 1)
       }
     } else {
-      let base = compress ? String(output.hasSuffix(ShardArchive.suffix) ? output.dropLast(ShardArchive.suffix.count) : Substring(output))
-        : output + ShardArchive.suffix
-      shards.append((input, base))
+      shards.append((input, output))
     }
     var results: [ArchiveResult] = []
     let progress = ProgressReporter(label: command, total: shards.reduce(0) { $0 + (FileSystem.fileSize($1.0) ?? 0) }, enabled: !json)
@@ -134,7 +138,7 @@ enum ArchiveCommands {
         failCommand(command, json: json, "copy-failed: \(from): \(error)", status: 1)
       }
     }
-    let seconds = monotonicNow() - start
+    let seconds = now() - start
     let original = results.reduce(0) { $0 + $1.originalBytes }
     let archived = results.reduce(0) { $0 + $1.archiveBytes }
     if json {
@@ -159,7 +163,7 @@ enum ArchiveCommands {
         t.add([r.file, Format.bytes(r.originalBytes), Format.bytes(r.archiveBytes), Format.fixed(Double(r.originalBytes) / Double(max(r.archiveBytes, 1)), 2) + "×"])
       }
       print(t.render(), terminator: "")
-      let rate = Double(compress ? original : original) / max(seconds, 1e-9)
+      let rate = Double(original) / max(seconds, 1e-9)
       print("\(command == "compress" ? "Compressed" : "Restored") \(results.count) shard(s): \(Format.bytes(original)) ↔ \(Format.bytes(archived)) (\(Format.fixed(Double(original) / Double(max(archived, 1)), 2))×) in \(Format.duration(seconds)), \(Format.rate(rate)) of shard bytes; \(copies.count) other file(s) copied")
     }
     exitFlushing(0)

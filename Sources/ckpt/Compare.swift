@@ -117,7 +117,7 @@ struct DiffCommand: ParsableCommand {
   }
 
   func run() throws {
-    let start = monotonicNow()
+    let start = now()
     let a = CompareSupport.catalog(paths[0], side: "A", command: "diff", json: files.quiet, jobs: files.jobs)
     let b = CompareSupport.catalog(paths[1], side: "B", command: "diff", json: files.quiet, jobs: files.jobs)
     let matched = CheckpointDiff.match(a, b)
@@ -132,7 +132,7 @@ struct DiffCommand: ParsableCommand {
       failCommand("diff", json: files.quiet, "\(error)", status: 1)
     }
     progress.finish()
-    let seconds = monotonicNow() - start
+    let seconds = now() - start
     var settings: [(String, String)] = [("fail_above", failAbove.map { "\($0)" } ?? "per encoding (Tolerance)")]
     settings.append(("jobs", String(files.jobs)))
     let report = ComparisonReport(
@@ -189,7 +189,7 @@ struct VerifyCommand: ParsableCommand {
 
   func run() throws {
     BLASSetup.preferAVX512Kernels()
-    let start = monotonicNow()
+    let start = now()
     let a = CompareSupport.catalog(paths[0], side: "A", command: "verify", json: files.quiet, jobs: files.jobs)
     let b = CompareSupport.catalog(paths[1], side: "B", command: "verify", json: files.quiet, jobs: files.jobs)
     let peak = noPeak ? nil : ForwardVerify.sgemmPeak()
@@ -206,7 +206,7 @@ struct VerifyCommand: ParsableCommand {
       failCommand("verify", json: files.quiet, "\(error)", status: 1)
     }
     progress.finish()
-    let seconds = monotonicNow() - start
+    let seconds = now() - start
     var performance: [(String, Double)] = [
       ("seconds", seconds), ("gflop", result.flops / 1e9), ("gflop_per_s", result.flops / result.seconds / 1e9),
       ("gemm_gflop_per_s", result.gemmSeconds > 0 ? result.flops / result.gemmSeconds / 1e9 : 0),
@@ -243,10 +243,4 @@ enum BLASSetup {
     // execv returned: it failed; go on with the kernels OpenBLAS chose.
     unsetenv("OPENBLAS_CORETYPE")
   }
-}
-
-func monotonicNow() -> Double {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

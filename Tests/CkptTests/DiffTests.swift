@@ -246,6 +246,22 @@ struct DiffTests {
     #expect(leftovers.isEmpty, "\(leftovers)")
   }
 
+  @Test("verify refuses a MoE config it cannot run as written (n_group, scoring_func) instead of patching it", arguments: [
+    ("\"n_group\": 1,", "\"n_group\": 3,", "not a multiple of n_group 3"),
+    ("\"scoring_func\": \"sigmoid\",", "\"scoring_func\": \"tanh\",", "neither sigmoid nor softmax"),
+  ])
+  func badMoEConfig(edit: (String, String, String)) throws {
+    let tmp = TemporaryDirectory("verify-config")
+    defer { tmp.remove() }
+    try copyTree(Self.kimi, to: tmp.file("m"))
+    let config = try String(contentsOfFile: tmp.file("m/config.json"), encoding: .utf8)
+    #expect(config.contains(edit.0))
+    try config.replacingOccurrences(of: edit.0, with: edit.1).write(toFile: tmp.file("m/config.json"), atomically: true, encoding: .utf8)
+    let r = try runCkpt(["verify", tmp.file("m"), tmp.file("m"), "--no-peak"])
+    #expect(r.status == 1)
+    #expect(r.stderr.contains("bad-config") && r.stderr.contains(edit.2), "\(r.stderr)")
+  }
+
   @Test("OpenBLAS on an AVX-512 CPU is steered to AVX-512 kernels only when it chose older ones and the user chose nothing")
   func blasCore() {
     #expect(ForwardVerify.preferredBLASCore(current: "Haswell", cpuHasAVX512: true, userChoice: nil) == "SkylakeX")
