@@ -199,7 +199,7 @@ struct OpenArchive {
     let name = FileSystem.split(path).name
     self.name = name
     func corrupt(_ m: String, _ tensor: String? = nil) -> ArchiveError { ArchiveError("corrupt-archive", file: name, tensor: tensor, m) }
-    do { mapping = try MappedFile(path: path) } catch { throw ArchiveError("unreadable-archive", file: name, "\(error)") }
+    do { mapping = try MappedFile(path: path, decoding: false) } catch { throw ArchiveError("unreadable-archive", file: name, "\(error)") }
     let size = mapping.count
     guard size >= 32 else { throw corrupt("\(size) bytes: truncated (no header and trailer)") }
     let raw = mapping.withBytes(0..<size) { $0 }
@@ -260,6 +260,28 @@ struct OpenArchive {
   }
 }
 
+extension OpenArchive {
+  /// Decodes chunk `c` of tensor `t` into `d` (exactly its bytes) and checks
+  /// its SHA-256; `raw` is the whole archive.
+  func restore(_ t: Tensor, _ c: Chunk, from raw: UnsafeRawBufferPointer, into d: UnsafeMutableRawBufferPointer) throws(ArchiveError) {
+    let frames = c.frames.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }
+    do {
+      try ChunkCodec.decode(c.encoding, frames: frames, dtype: t.dtype, rows: c.rows, columns: c.columns, into: d)
+    } catch {
+      let what: String
+      switch error {
+      case .zstd(let z): what = "\(z)"
+      case .layout(let m): what = m
+      }
+      throw ArchiveError("corrupt-archive", file: name, tensor: t.name, "bytes [\(c.begin), \(c.end)): \(what)")
+    }
+    let got = ShardArchive.sha256(UnsafeRawBufferPointer(d))
+    guard got == c.sha256 else {
+      throw ArchiveError("checksum-mismatch", file: name, tensor: t.name, "bytes [\(c.begin), \(c.end)) restore to SHA-256 \(got), the manifest says \(c.sha256)")
+    }
+  }
+}
+
 extension ShardArchive {
   /// Restores the shard from the archive at `input` into `output` (a
   /// temporary name, renamed when complete), verifying every chunk's SHA-256.
@@ -294,27 +316,10 @@ extension ShardArchive {
         let c = t.chunks[batch[j].chunk]
         // Every encoding writes every byte of the chunk.
         var buffer = [UInt8](unsafeUninitializedCapacity: c.end - c.begin) { _, n in n = c.end - c.begin }
-        let frames = c.frames.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
-        let decoded: Result<Void, ArchiveDecodeError> = buffer.withUnsafeMutableBytes { d in
-          Result { () throws(ArchiveDecodeError) in
-            try ChunkCodec.decode(c.encoding, frames: frames, dtype: t.dtype, rows: c.rows, columns: c.columns, into: d)
-          }
+        let restored: Result<Void, ArchiveError> = buffer.withUnsafeMutableBytes { d in
+          Result { () throws(ArchiveError) in try archive.restore(t, c, from: bytes, into: d) }
         }
-        let r: Result<[UInt8], ArchiveError>
-        switch decoded {
-        case .success:
-          let got = buffer.withUnsafeBytes { ShardArchive.sha256($0) }
-          r = got == c.sha256
-            ? .success(buffer)
-            : .failure(ArchiveError("checksum-mismatch", file: archive.name, tensor: t.name, "bytes [\(c.begin), \(c.end)) restore to SHA-256 \(got), the manifest says \(c.sha256)"))
-        case .failure(let error):
-          let what: String
-          switch error {
-          case .zstd(let z): what = "\(z)"
-          case .layout(let m): what = m
-          }
-          r = .failure(ArchiveError("corrupt-archive", file: archive.name, tensor: t.name, "bytes [\(c.begin), \(c.end)): \(what)"))
-        }
+        let r = restored.map { buffer }
         out.withLock { $0[j] = r }
       }
       let results = out.withLock { $0 }

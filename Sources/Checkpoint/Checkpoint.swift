@@ -5,6 +5,11 @@ import StrictJSON
 /// A checkpoint on disk: a folder of safetensors shards with `config.json`
 /// and (usually) `model.safetensors.index.json`, or a single `.safetensors` file.
 ///
+/// A shard may be stored as a `ckpt compress` archive, `NAME.safetensors.zst`:
+/// it keeps its name `NAME.safetensors` here (as the index names it) and
+/// ``pathOf(_:)`` gives the archive's path, which the readers open as the
+/// shard (``SafeTensors/VirtualFiles``).
+///
 /// Loading reads only the small JSON files and the directory listing; shard
 /// headers are read by whoever needs them. Problems with `config.json` or the
 /// index are collected in ``loadProblems`` rather than thrown, so a validator
@@ -30,6 +35,8 @@ public struct Checkpoint: Sendable {
   public let otherFiles: [String]
   /// Problems found while loading `config.json` and the index.
   public let loadProblems: [Problem]
+  /// Shards (by their `.safetensors` name) stored as `NAME.safetensors.zst` archives.
+  public let archivedShards: Set<String>
 
   /// The name of the model config file.
   public static let configFileName = "config.json"
@@ -41,13 +48,15 @@ public struct Checkpoint: Sendable {
     let (exists, isDirectory) = FileSystem.kind(of: path)
     guard exists else { throw CheckpointError("not-found", file: path, "no such file or folder") }
     if !isDirectory {
-      guard path.hasSuffix(".safetensors") else {
-        throw CheckpointError("not-found", file: path, "not a folder or a .safetensors file")
+      let archived = path.hasSuffix(VirtualFiles.archiveSuffix)
+      guard path.hasSuffix(".safetensors") || archived else {
+        throw CheckpointError("not-found", file: path, "not a folder, a .safetensors file or a \(VirtualFiles.archiveSuffix) archive")
       }
-      let (dir, name) = FileSystem.split(path)
+      let (dir, file) = FileSystem.split(path)
+      let name = archived ? String(file.dropLast(archiveExtension.count)) : file
       return Checkpoint(
         path: path, root: dir.isEmpty ? "." : dir, isSingleFile: true, config: nil, index: nil,
-        shards: [name], unindexedShards: [], otherFiles: [], loadProblems: [])
+        shards: [name], unindexedShards: [], otherFiles: [], loadProblems: [], archivedShards: archived ? [name] : [])
     }
     let root = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
     let names: [String]
@@ -88,7 +97,18 @@ public struct Checkpoint: Sendable {
     for n in names where !FileSystem.isTemporaryName(n) && !FileSystem.kind(of: root + "/" + n).isDirectory {
       regular.append(n)
     }
-    let safetensors = regular.filter { $0.hasSuffix(".safetensors") }
+    // A shard may be in the folder as itself or as its archive (never both).
+    let plain = Set(regular.filter { $0.hasSuffix(".safetensors") })
+    var archived: Set<String> = []
+    for n in regular where n.hasSuffix(VirtualFiles.archiveSuffix) {
+      let shard = String(n.dropLast(archiveExtension.count))
+      if plain.contains(shard) {
+        problems.append(Problem("ambiguous-shard", file: n, "both \(shard) and its archive \(n) are in the folder; remove one"))
+      } else {
+        archived.insert(shard)
+      }
+    }
+    let safetensors = (plain.union(archived)).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     var shards: [String]
     var unindexed: [String] = []
     if let index {
@@ -107,15 +127,20 @@ public struct Checkpoint: Sendable {
     if shards.isEmpty && index == nil {
       problems.append(Problem("no-shards", file: nil, "no .safetensors files in \(root)"))
     }
-    let skip = Set(shards + unindexed + [configFileName, ShardIndex.fileName])
+    let skip = Set(shards + unindexed + archived.map { $0 + archiveExtension } + [configFileName, ShardIndex.fileName])
     let others = regular.filter { !skip.contains($0) }
     return Checkpoint(
       path: path, root: root, isSingleFile: false, config: config, index: index, shards: shards,
-      unindexedShards: unindexed, otherFiles: others, loadProblems: problems)
+      unindexedShards: unindexed, otherFiles: others, loadProblems: problems, archivedShards: archived)
   }
 
-  /// The full path of a file in the checkpoint.
-  public func pathOf(_ name: String) -> String { root + "/" + name }
+  /// What an archive adds to its shard's name.
+  static var archiveExtension: String { String(VirtualFiles.archiveSuffix.dropFirst(".safetensors".count)) }
+
+  /// The full path of a file in the checkpoint; for an archived shard, its archive's.
+  public func pathOf(_ name: String) -> String {
+    archivedShards.contains(name) ? root + "/" + name + Self.archiveExtension : root + "/" + name
+  }
 
   /// The quantization config (top level or under `text_config`) and where it sits.
   ///

@@ -191,6 +191,17 @@ public struct ConversionError: Error, Sendable, CustomStringConvertible {
     if let tensor { s += "tensor \(tensor): " }
     return s + message
   }
+
+  /// A tensor of `shard` whose bytes could not be read: a damaged chunk of an
+  /// archived shard keeps the archive reader's code (`corrupt-archive`,
+  /// `checksum-mismatch`) and names the tensor it belongs to.
+  public init(unreadable e: SafeTensorsError, shard: String, tensor: String) {
+    if case .storage(let code, let t, let m) = e.kind {
+      self.init(code, file: shard, tensor: t ?? tensor, m)
+    } else {
+      self.init("unreadable-tensor", file: shard, tensor: tensor, e.message)
+    }
+  }
 }
 
 extension ConversionPlan {
@@ -420,7 +431,10 @@ extension ConversionPlan {
     guard t.shape == [2], t.dtype == .i64 || t.dtype == .i32 else {
       throw ConversionError("bad-weight-shape", file: shard, tensor: t.name, "expected 2 values of I64 or I32, found \(t.dtype) \(t.shape)")
     }
-    let values: [Int] = file.mapping.withBytes(file.fileRange(of: t)) { raw in
+    let range = file.fileRange(of: t)
+    do { try file.mapping.prepare(range) } catch { throw ConversionError(unreadable: error, shard: shard, tensor: t.name) }
+    defer { file.mapping.release(range) }
+    let values: [Int] = file.mapping.withBytes(range) { raw in
       let base = 0
       return (0..<2).map { i in
         t.dtype == .i64

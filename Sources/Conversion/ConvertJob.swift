@@ -290,7 +290,7 @@ public enum ConvertJob {
         let i = next.add(1, ordering: .relaxed).oldValue
         if i >= todoList.count { return }
         do throws(ConversionError) {
-          let r = try Converter.convert(todoList[i], plan: plan, input: checkpoint.root, output: output, options: opts)
+          let r = try Converter.convert(todoList[i], plan: plan, input: checkpoint, output: output, options: opts)
           try shared.withLock { (s) throws(ConversionError) in
             s.journal.shards.append((r.shard, r.sha256 ?? "", r.bytes))
             try s.journal.write(in: output, name: journalName)

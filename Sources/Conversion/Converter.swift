@@ -135,9 +135,9 @@ public enum Converter {
   /// (FP32 values, output codes), reused for every tensor; input pages are
   /// released after each tensor, so RSS stays near those buffers.
   public static func convert(
-    _ shard: ShardPlan, plan: ConversionPlan, input root: String, output directory: String, options: ConvertOptions
+    _ shard: ShardPlan, plan: ConversionPlan, input checkpoint: Checkpoint, output directory: String, options: ConvertOptions
   ) throws(ConversionError) -> ShardResult {
-    let inputPath = root + "/" + shard.input
+    let inputPath = checkpoint.pathOf(shard.input)
     let file: SafeTensorsFile
     do { file = try SafeTensorsFile(path: inputPath) } catch {
       throw ConversionError("unreadable-shard", file: shard.input, "\(error)")
@@ -170,7 +170,8 @@ public enum Converter {
     // to 256 MiB past the tensor being converted, so page faults on the
     // mapping find the page cache filled (faulting a cold mapping measured 3×
     // slower than reading the file first; Docs/PERFORMANCE.md).
-    let reader = Prefetcher([(inputPath, 0..<file.mapping.count)], window: 256 << 20)
+    // An archive is read through its chunks instead (decoded on demand).
+    let reader = Prefetcher(file.mapping.isStored ? [] : [(inputPath, 0..<file.mapping.count)], window: 256 << 20)
     defer { reader.stop() }
     for planned in order {
       guard let source = sources[planned.name] else { continue }
@@ -229,7 +230,7 @@ public enum Converter {
     switch source {
     case .copy(let name):
       let info = try tensorInfo(name, file, shard)
-      try withTensor(info, file) { (b) throws(ConversionError) in try emit(b) }
+      try withTensor(info, file, shard) { (b) throws(ConversionError) in try emit(b) }
       return TensorExactness(name: planned.name, action: "copied", inexact: 0, overflow: 0, maxAbsError: 0, maxRelError: 0)
 
     case .cast(let name, let from):
@@ -237,7 +238,7 @@ public enum Converter {
       let n = info.elementCount
       Scratch.ensure(&scratch.values, 4 * n)
       let values = UnsafeMutableRawBufferPointer(rebasing: scratch.values[..<(4 * n)])
-      try withTensor(info, file) { (b) throws(ConversionError) in
+      try withTensor(info, file, shard) { (b) throws(ConversionError) in
         if from == .f32 {
           values.copyMemory(from: b)
         } else {
@@ -369,10 +370,10 @@ public enum Converter {
     guard si.dtype == .f32, si.shape == [shape.rows, shape.columns] else {
       throw ConversionError("bad-layout", file: shard, tensor: scaleInv, "expected F32 \([shape.rows, shape.columns]), found \(si.dtype) \(si.shape)")
     }
-    let scales: [Float] = try withTensor(si, file) { (b) throws(ConversionError) in
+    let scales: [Float] = try withTensor(si, file, shard) { (b) throws(ConversionError) in
       (0..<(shape.rows * shape.columns)).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
     }
-    try withTensor(w, file) { (codes) throws(ConversionError) in
+    try withTensor(w, file, shard) { (codes) throws(ConversionError) in
       scales.withUnsafeBufferPointer { s in
         FP8Block.dequantize(
           codes: codes, scales: s, rows: rows, columns: columns, blockRows: blockRows, blockColumns: blockColumns,
@@ -397,7 +398,7 @@ public enum Converter {
     case .float(let name, let dtype):
       let info = try tensorInfo(name, file, shard)
       let type: Int4OutputType = dtype == .bf16 ? .bf16 : dtype == .f16 ? .f16 : .f32
-      stats = try withTensor(info, file) { (b) throws(ConversionError) in
+      stats = try withTensor(info, file, shard) { (b) throws(ConversionError) in
         Int4Requantize.matrix(
           input: b, inputType: type, rows: m.rows, columns: m.columns, groupSize: m.groupSize, scaleType: m.scaleType, options: options,
           packed: packed, scales: scales, threads: jobs)
@@ -422,9 +423,10 @@ public enum Converter {
 
   /// The tensor's bytes, with its pages released afterwards.
   static func withTensor<R>(
-    _ info: TensorInfo, _ file: SafeTensorsFile, _ body: (UnsafeRawBufferPointer) throws(ConversionError) -> R
+    _ info: TensorInfo, _ file: SafeTensorsFile, _ shard: String, _ body: (UnsafeRawBufferPointer) throws(ConversionError) -> R
   ) throws(ConversionError) -> R {
     let range = file.fileRange(of: info)
+    do { try file.mapping.prepare(range) } catch { throw ConversionError(unreadable: error, shard: shard, tensor: info.name) }
     defer { file.mapping.release(range) }
     return try file.mapping.withBytes(range) { (raw) throws(ConversionError) -> R in try body(raw) }
   }
@@ -447,6 +449,12 @@ public enum Converter {
     let zp = try m.zeroPoint.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
     let gi = try m.groupIndex.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
     let ranges = [packed, scale].map { file.fileRange(of: $0) } + [zp, gi].compactMap { $0.map { file.fileRange(of: $0) } }
+    for (k, r) in ranges.enumerated() {
+      do { try file.mapping.prepare(r) } catch {
+        for done in ranges[..<k] { file.mapping.release(done) }
+        throw ConversionError(unreadable: error, shard: shard, tensor: m.packed)
+      }
+    }
     defer { for r in ranges { file.mapping.release(r) } }
     return try file.mapping.withBytes(0..<file.mapping.count) { (raw) throws(ConversionError) -> Int4DequantizeCounts in
       let p = UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: packed)])
@@ -479,7 +487,7 @@ public enum Converter {
       }
     case .float(let name, let dtype, let rows, let columns):
       let info = try tensorInfo(name, file, shard)
-      try withTensor(info, file) { (b) throws(ConversionError) in
+      try withTensor(info, file, shard) { (b) throws(ConversionError) in
         if dtype == .f32 {
           values.copyMemory(from: b)
         } else {

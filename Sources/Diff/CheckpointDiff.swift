@@ -77,22 +77,30 @@ public enum CheckpointDiff {
   ) throws(DiffError) -> (rows: [ComparisonRow], bytes: Int) {
     var readers: [(TensorReader, TensorReader)] = []
     for p in pairs {
-      readers.append((try TensorReader(p.a, file: a.files[p.a.shard]!), try TensorReader(p.b, file: b.files[p.b.shard]!)))
+      readers.append((try TensorReader(p.a, file: a.files[p.a.shard]!, prepare: false), try TensorReader(p.b, file: b.files[p.b.shard]!, prepare: false)))
     }
     let total = readers.reduce(0) { $0 + $1.0.storedBytes + $1.1.storedBytes }
     options.started?(total)
     var items: [(String, Range<Int>)] = []
     for (ra, rb) in readers {
-      let pa = a.checkpoint.pathOf(ra.tensor.shard)
-      let pb = b.checkpoint.pathOf(rb.tensor.shard)
-      items += ra.storedRanges.sorted { $0.lowerBound < $1.lowerBound }.map { (pa, $0) }
-      items += rb.storedRanges.sorted { $0.lowerBound < $1.lowerBound }.map { (pb, $0) }
+      // Archived shards are read through their chunks instead (decoded on demand).
+      if !a.files[ra.tensor.shard]!.mapping.isStored {
+        items += ra.storedRanges.sorted { $0.lowerBound < $1.lowerBound }.map { (a.checkpoint.pathOf(ra.tensor.shard), $0) }
+      }
+      if !b.files[rb.tensor.shard]!.mapping.isStored {
+        items += rb.storedRanges.sorted { $0.lowerBound < $1.lowerBound }.map { (b.checkpoint.pathOf(rb.tensor.shard), $0) }
+      }
     }
     let prefetch = Prefetcher(items, window: 512 << 20)
     defer { prefetch.stop() }
     var rows: [ComparisonRow] = []
     var done = 0
     for (ra, rb) in readers {
+      try ra.prepare()
+      do { try rb.prepare() } catch {
+        ra.release()
+        throw error
+      }
       let stats = compare(ra, rb, jobs: options.jobs)
       ra.release()
       rb.release()

@@ -310,9 +310,15 @@ extension ForwardVerify {
     var state = PassState(a: a, b: b, options: options, vectors: vectors, source: source, eps: eps)
     options.started?(order.reduce(0) { sum, m in
       let p = linears[m]!
-      return sum + ((try? TensorReader(p.a, file: a.files[p.a.shard]!).storedBytes) ?? 0)
-        + ((try? TensorReader(p.b, file: b.files[p.b.shard]!).storedBytes) ?? 0)
+      return sum + ((try? TensorReader(p.a, file: a.files[p.a.shard]!, prepare: false).storedBytes) ?? 0)
+        + ((try? TensorReader(p.b, file: b.files[p.b.shard]!, prepare: false).storedBytes) ?? 0)
     })
+    // Norm weights and router biases are read where they are used, where a
+    // damaged one would look absent: read each once now, so damage fails the run.
+    for p in vectors.values {
+      try TensorReader(p.a, file: a.files[p.a.shard]!).release()
+      try TensorReader(p.b, file: b.files[p.b.shard]!).release()
+    }
 
     var done = Set<String>()
     var layers: [Int?] = []
@@ -374,6 +380,7 @@ struct ActivationSource: CustomStringConvertible {
       let rows = min(samples, t.shape[0])
       var v = [Float](repeating: 0, count: rows * t.shape[1])
       v.withUnsafeMutableBufferPointer { reader.decode(rows: 0..<rows, into: $0) }
+      reader.release()
       if v.contains(where: { !$0.isFinite }) {
         throw DiffError("bad-activations", file: path, tensor: t.name, "holds NaN or Inf")
       }
@@ -436,6 +443,7 @@ struct PassState {
     guard let key, let p = vectors[key], p.a.elementCount == width else { return nil }
     let t = side == 0 ? p.a : p.b
     guard let r = try? TensorReader(t, file: (side == 0 ? a : b).files[t.shard]!) else { return nil }
+    defer { r.release() }
     return r.decodeAll()
   }
 

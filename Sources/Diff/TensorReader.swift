@@ -15,8 +15,11 @@ public struct TensorReader: @unchecked Sendable {
   private let ranges: [String: Range<Int>]
   private let groupIndex: [Int32]?
 
-  /// - Throws: ``DiffError`` when a stored part is missing or a `g_idx` is invalid.
-  public init(_ tensor: LogicalTensor, file: SafeTensorsFile) throws(DiffError) {
+  /// - Parameter prepare: Makes the stored bytes readable now (decodes an
+  ///   archived shard's chunks; see ``prepare()``). Pass `false` to only plan.
+  /// - Throws: ``DiffError`` when a stored part is missing, damaged in an
+  ///   archive, or a `g_idx` is invalid.
+  public init(_ tensor: LogicalTensor, file: SafeTensorsFile, prepare: Bool = true) throws(DiffError) {
     self.tensor = tensor
     self.file = file
     var ranges: [String: Range<Int>] = [:]
@@ -28,11 +31,27 @@ public struct TensorReader: @unchecked Sendable {
     self.ranges = ranges
     base = file.mapping.withBytes(0..<file.mapping.count) { $0.baseAddress }
     if case .int4(let m) = tensor.encoding, let gi = m.groupIndex, let r = ranges[gi], let base {
+      do { try file.mapping.prepare(r) } catch { throw DiffError(unreadable: error, shard: tensor.shard, tensor: gi) }
+      defer { file.mapping.release(r) }
       do { groupIndex = try m.layout.groupIndex(from: UnsafeRawBufferPointer(start: base + r.lowerBound, count: r.count)) } catch {
         throw DiffError("bad-g-idx", file: tensor.shard, tensor: gi, "\(error)")
       }
     } else {
       groupIndex = nil
+    }
+    if prepare { try self.prepare() }
+  }
+
+  /// Makes the stored bytes readable until ``release()``: on an archived
+  /// shard this decodes (and checks) the chunks that hold them; on a plain
+  /// file it does nothing.
+  public func prepare() throws(DiffError) {
+    let names = tensor.storedNames
+    for (k, n) in names.enumerated() {
+      do { try file.mapping.prepare(ranges[n]!) } catch {
+        for done in names[..<k] { file.mapping.release(ranges[done]!) }
+        throw DiffError(unreadable: error, shard: tensor.shard, tensor: n)
+      }
     }
   }
 
@@ -136,9 +155,10 @@ public struct TensorReader: @unchecked Sendable {
     }
   }
 
-  /// Gives the stored pages back to the kernel (`madvise(MADV_DONTNEED)`).
+  /// Gives the stored pages back to the kernel (`madvise(MADV_DONTNEED)`);
+  /// on an archived shard the bytes must be prepared again before decoding.
   public func release() {
-    for r in ranges.values { file.mapping.release(r) }
+    for n in tensor.storedNames { file.mapping.release(ranges[n]!) }
   }
 
   static func format(_ d: DType) -> FloatFormat {

@@ -46,6 +46,9 @@ public struct SafeTensorsError: Error, Sendable, Equatable, CustomStringConverti
     case io(operation: String, errno: Int32)
     /// A writer was used out of its plan (wrong order, too many or too few bytes).
     case writerMisuse(String)
+    /// A stored form of the file (e.g. a `.safetensors.zst` archive) cannot
+    /// be read: `code` is the reader's own (`corrupt-archive`, `checksum-mismatch`, …).
+    case storage(code: String, tensor: String?, message: String)
   }
 
   /// The file's path as given by the caller.
@@ -67,6 +70,7 @@ public struct SafeTensorsError: Error, Sendable, Equatable, CustomStringConverti
       .sizeMismatch(let t, _, _, _, _), .tensorNotFound(let t):
       t
     case .incompleteBuffer(_, _, let t): t
+    case .storage(_, let t, _): t
     default: nil
     }
   }
@@ -92,6 +96,7 @@ public struct SafeTensorsError: Error, Sendable, Equatable, CustomStringConverti
     case .tensorNotFound: "tensor-not-found"
     case .io: "io-error"
     case .writerMisuse: "writer-misuse"
+    case .storage(let code, _, _): code
     }
   }
 
@@ -142,6 +147,8 @@ public struct SafeTensorsError: Error, Sendable, Equatable, CustomStringConverti
       return "\(op) failed: \(systemErrorDescription(errno)) (errno \(errno))"
     case .writerMisuse(let why):
       return why
+    case .storage(_, let t, let message):
+      return (t.map { "tensor \(quoted($0)): " } ?? "") + message
     }
   }
 

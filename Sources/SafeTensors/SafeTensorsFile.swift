@@ -10,25 +10,59 @@
 /// ``release(_:)`` on ranges they are done with, so that touched pages of a
 /// large shard do not accumulate in the process's resident set.
 ///
+/// A path in a stored form (``VirtualFiles``, e.g. `NAME.safetensors.zst`)
+/// maps the file it stands for: address space is reserved for all of it and
+/// only the ranges readers ``prepare(_:)`` are decoded into it. Readers call
+/// ``prepare(_:)`` before touching a range and ``release(_:)`` when done; on
+/// a plain file ``prepare(_:)`` does nothing.
+///
 /// - Warning: If another process truncates the file while it is mapped,
 ///   touching the lost pages raises `SIGBUS`. Inputs are never written by
 ///   CheckpointKit; do not modify them while it runs.
 public final class MappedFile: @unchecked Sendable {
-  // @unchecked: the mapping is read-only and immutable after init.
+  // @unchecked: the mapping is read-only (or, for a stored form, written
+  // only by its source under the source's per-piece locks) and its
+  // properties are immutable after init.
   /// The path that was mapped.
   public let path: String
   /// The mapped bytes.
   private let base: UnsafeRawPointer?
-  /// The file's size in bytes.
+  /// The file's size in bytes (for a stored form: of the file it stands for).
   public let count: Int
+  /// The decoder of a stored form, or `nil` for a plain file.
+  private let source: (any VirtualFileSource)?
 
-  /// Maps the file at `path` read-only.
+  /// Maps the file at `path` read-only, or, for a stored form, reserves
+  /// memory for the file it stands for.
   ///
   /// The corresponding C function is `mmap`.
-  public init(path: String) throws(SafeTensorsError) {
+  ///
+  /// - Parameter decoding: `false` maps the bytes on disk even for a stored
+  ///   form (what its reader does).
+  public init(path: String, decoding: Bool = true) throws(SafeTensorsError) {
+    self.path = path
+    if decoding && VirtualFiles.isStored(path) {
+      guard let open = VirtualFiles.opener(for: path) else {
+        throw SafeTensorsError(
+          file: path, kind: .storage(code: "unsupported-archive", tensor: nil, message: "a compressed shard, and this build registers no reader for it"))
+      }
+      let source = try open(path)
+      self.source = source
+      count = source.count
+      if count == 0 {
+        base = nil
+        return
+      }
+      // Private anonymous memory, committed page by page as pieces are decoded.
+      guard let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else {
+        throw SafeTensorsError(file: path, kind: .io(operation: "mmap", errno: errno))
+      }
+      base = UnsafeRawPointer(p)
+      return
+    }
+    source = nil
     let f = try SystemFile(readingAt: path)
     let size = try f.size()
-    self.path = path
     self.count = size
     if size == 0 {
       base = nil
@@ -44,10 +78,24 @@ public final class MappedFile: @unchecked Sendable {
     if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) }
   }
 
+  /// Whether the file is a stored form decoded on demand.
+  public var isStored: Bool { source != nil }
+
+  /// Makes `range` readable: decodes the pieces of a stored form that cover
+  /// it and pins them until ``release(_:)``. Does nothing on a plain file.
+  ///
+  /// - Throws: ``SafeTensorsError`` when a stored piece is damaged.
+  public func prepare(_ range: Range<Int>) throws(SafeTensorsError) {
+    guard let source, let base, !range.isEmpty else { return }
+    precondition(range.lowerBound >= 0 && range.upperBound <= count, "range outside the mapping")
+    try source.materialize(range, into: UnsafeMutableRawPointer(mutating: base))
+  }
+
   /// Calls `body` with the bytes in `range`.
   ///
   /// - Precondition: `range` lies within the file.
-  /// - Warning: Do not escape the pointer from the closure.
+  /// - Warning: Do not escape the pointer from the closure. On a stored form,
+  ///   `range` must have been prepared.
   public func withBytes<R, E: Error>(
     _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws(E) -> R
   ) throws(E) -> R {
@@ -56,16 +104,31 @@ public final class MappedFile: @unchecked Sendable {
     return try body(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
   }
 
+  /// Prepares `range`, then calls `body` with its bytes.
+  public func withPreparedBytes<R>(
+    _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R
+  ) throws(SafeTensorsError) -> R {
+    try prepare(range)
+    return withBytes(range, body)
+  }
+
   /// Tells the kernel the mapping will be read sequentially (`madvise`).
   public func adviseSequential() {
-    guard let base else { return }
+    guard let base, source == nil else { return }
     _ = madvise(UnsafeMutableRawPointer(mutating: base), count, MADV_SEQUENTIAL)
   }
 
   /// Drops the resident pages wholly inside `range` from this process
   /// (`madvise(MADV_DONTNEED)`); they are read again if touched later.
+  /// On a stored form: unpins the pieces overlapping `range`, dropping those
+  /// no reader pins any more (they must be prepared again before reading).
   public func release(_ range: Range<Int>) {
     guard let base else { return }
+    if let source {
+      let r = max(0, range.lowerBound)..<min(count, max(range.upperBound, range.lowerBound))
+      if !r.isEmpty { source.release(r, base: UnsafeMutableRawPointer(mutating: base)) }
+      return
+    }
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     let lo = (range.lowerBound + page - 1) / page * page
     let hi = min(range.upperBound, count) / page * page
@@ -92,8 +155,8 @@ public final class SafeTensorsFile: Sendable {
   ///   when the file cannot be read.
   public init(path: String) throws(SafeTensorsError) {
     let mapping = try MappedFile(path: path)
-    let (header, problems) = SafeTensorsHeader.validate(fileSize: mapping.count) { range in
-      mapping.withBytes(range) { Array($0) }
+    let (header, problems) = try SafeTensorsHeader.validate(fileSize: mapping.count) { (range) throws(SafeTensorsError) in
+      try mapping.withPreparedBytes(range) { Array($0) }
     }
     if let first = problems.first { throw SafeTensorsError(file: path, kind: first) }
     self.path = path
@@ -119,7 +182,9 @@ public final class SafeTensorsFile: Sendable {
 
   /// Calls `body` with the raw bytes of `tensor`.
   ///
-  /// - Warning: Do not escape the pointer from the closure.
+  /// - Warning: Do not escape the pointer from the closure. On a stored form
+  ///   (``MappedFile/isStored``) the tensor must have been prepared
+  ///   (``MappedFile/prepare(_:)``).
   public func withData<R, E: Error>(
     _ tensor: TensorInfo, _ body: (UnsafeRawBufferPointer) throws(E) -> R
   ) throws(E) -> R {
@@ -130,6 +195,8 @@ public final class SafeTensorsFile: Sendable {
   /// Copies the raw bytes of the tensor named `name`.
   public func bytes(of name: String) throws(SafeTensorsError) -> [UInt8] {
     let t = try info(name)
-    return withData(t) { Array($0) }
+    let range = fileRange(of: t)
+    defer { mapping.release(range) }
+    return try mapping.withPreparedBytes(range) { Array($0) }
   }
 }

@@ -93,6 +93,16 @@ public struct SafeTensorsHeader: Sendable {
   ///
   /// - Throws: Only when the file cannot be opened or read.
   public static func inspect(_ path: String) throws(SafeTensorsError) -> (SafeTensorsHeader?, [SafeTensorsError]) {
+    if VirtualFiles.isStored(path) {
+      // A stored form: its header is read through the source (the archive keeps it verbatim).
+      let m = try MappedFile(path: path)
+      let (header, kinds) = try validate(fileSize: m.count) { (range) throws(SafeTensorsError) in
+        let bytes = try m.withPreparedBytes(range) { Array($0) }
+        m.release(range)
+        return bytes
+      }
+      return (header, kinds.map { SafeTensorsError(file: path, kind: $0) })
+    }
     let f = try SystemFile(readingAt: path)
     let (header, kinds) = try validate(fileSize: try f.size()) { (range) throws(SafeTensorsError) in
       try f.read(count: range.count, at: range.lowerBound)

@@ -34,6 +34,8 @@ enum DataScanner {
     var counts = ScanCounts()
     var first: (index: Int, bits: UInt64)? = nil
     var badPaddingRows = 0
+    /// A damaged archive chunk (the bytes could not be restored).
+    var storageError: SafeTensorsError? = nil
   }
 
   /// Scans the shards; returns the problems and the bytes scanned.
@@ -68,9 +70,11 @@ enum DataScanner {
         continue
       }
       for t in s.header.tensors where t.name.hasSuffix(".weight_shape") && t.shape == [2] && (t.dtype == .i32 || t.dtype == .i64) {
-        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(range(s.header, t, 0..<2)) {
-          decodeWeightShape($0, t.dtype)
-        }
+        let r = range(s.header, t, 0..<2)
+        // A damaged archive chunk is reported by the scan item of that tensor.
+        guard (try? map.prepare(r)) != nil else { continue }
+        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(r) { decodeWeightShape($0, t.dtype) }
+        map.release(r)
       }
       weightShapes.append(shapes)
       for (ti, t) in s.header.tensors.enumerated() {
@@ -81,7 +85,8 @@ enum DataScanner {
             items.append(Item(shard: si, tensor: ti, elements: e..<min(t.elementCount, e + per)))
             e += per
           }
-        } else if t.name.hasSuffix(".weight_packed") {
+        } else if t.name.hasSuffix(".weight_packed") || map.isStored {
+          // Archived shards: every tensor is restored once, which checks its chunks' SHA-256.
           items.append(Item(shard: si, tensor: ti, elements: 0..<t.elementCount))
         }
       }
@@ -95,11 +100,17 @@ enum DataScanner {
       let t = s.header.tensors[item.tensor]
       guard let map = frozenMaps[item.shard] else { return Finding() }
       let bytes = range(s.header, t, item.elements)
+      var finding = Finding()
+      // A failed prepare pins nothing: report it without releasing.
+      do throws(SafeTensorsError) { try map.prepare(bytes) } catch {
+        finding.storageError = error
+        progress?(bytes.count)
+        return finding
+      }
       defer {
         map.release(bytes)
         progress?(bytes.count)
       }
-      var finding = Finding()
       map.withBytes(bytes) { raw in
         if let format = scanFormat(t.dtype) {
           if isScale(t.name) {
@@ -135,6 +146,7 @@ enum DataScanner {
       m.counts.negative += f.counts.negative
       m.badPaddingRows += f.badPaddingRows
       if m.first == nil { m.first = f.first }
+      if m.storageError == nil { m.storageError = f.storageError }
       merged[item.shard, default: [:]][item.tensor] = m
     }
     var scanned = 0
@@ -142,6 +154,10 @@ enum DataScanner {
       scanned += s.header.dataLength
       for (ti, t) in s.header.tensors.enumerated() {
         guard let f = merged[si]?[ti] else { continue }
+        if let e = f.storageError {
+          problems.append(Problem(e.code, file: s.name, tensor: e.tensor ?? t.name, e.message))
+          continue
+        }
         let format = scanFormat(t.dtype)
         let where_ = f.first.map { " first at \(position($0.index, t.shape)) = \(FloatScan.value(bits: $0.bits, format ?? .f32))" } ?? ""
         if isScale(t.name), format != nil, f.counts.nonFinite + f.counts.zero + f.counts.negative > 0 {

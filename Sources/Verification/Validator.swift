@@ -244,7 +244,8 @@ struct ValidationRun {
     }
     tensors.reserveCapacity(results.reduce(0) { $0 + ($1.1?.tensors.count ?? 0) })
     for (name, (size, header, found)) in zip(names, results) {
-      sizes[name] = size
+      // An archived shard's size is that of the shard it restores.
+      sizes[name] = checkpoint.archivedShards.contains(name) ? header?.fileSize ?? size : size
       problems.append(contentsOf: found)
       guard let header else { continue }
       headers[name] = header
@@ -382,6 +383,9 @@ struct ValidationRun {
     guard let map = mapping(t.shard) else { return nil }
     let header = headers[t.shard]!
     let range = (header.dataStart + t.info.begin)..<(header.dataStart + t.info.end)
+    // A damaged archive chunk is reported by the data scan and the checksums.
+    guard (try? map.prepare(range)) != nil else { return nil }
+    defer { map.release(range) }
     return map.withBytes(range) { DataScanner.decodeWeightShape($0, t.info.dtype) }
   }
 
@@ -631,13 +635,19 @@ struct ValidationRun {
       switch r {
       case .success(let digest):
         digests[name] = digest
-        hashedBytes += FileSystem.fileSize(checkpoint.pathOf(name)) ?? 0
+        hashedBytes += sizes[name] ?? FileSystem.fileSize(checkpoint.pathOf(name)) ?? 0
         if digest != expected[name] {
           report("checksum-mismatch", name, nil, "SHA-256 is \(digest), expected \(expected[name]!)")
           if !tensorDigests.isEmpty, let header = headers[name], let map = mappings[name] {
             for t in header.tensors {
               guard let want = tensorDigests[t.name] else { continue }
-              let got = map.withBytes((header.dataStart + t.begin)..<(header.dataStart + t.end)) { Hashing.sha256($0) }
+              let range = (header.dataStart + t.begin)..<(header.dataStart + t.end)
+              let got: String
+              do { got = try map.withPreparedBytes(range) { Hashing.sha256($0) } } catch {
+                report(error.code, name, t.name, error.message)
+                continue
+              }
+              map.release(range)
               if got != want {
                 report("tensor-checksum-mismatch", name, t.name, "tensor \"\(t.name)\" SHA-256 is \(got), expected \(want)")
               }

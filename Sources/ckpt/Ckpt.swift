@@ -1,3 +1,4 @@
+import Archive
 import ArgumentParser
 
 /// The `ckpt` command: convert, requantize and verify large-model checkpoints.
@@ -15,6 +16,12 @@ struct Ckpt: ParsableCommand {
       """,
     version: CheckpointKitVersion.string,
     subcommands: [Inspect.self, Validate.self, Convert.self, Requantize.self, DiffCommand.self, VerifyCommand.self, Compress.self, Decompress.self, Hash.self, Bench.self])
+
+  /// Every command reads `NAME.safetensors.zst` archives as the shards they restore.
+  static func main() {
+    ShardArchive.registerReader()
+    main(nil)
+  }
 }
 
 /// The tool's version.

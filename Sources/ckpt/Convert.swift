@@ -203,7 +203,7 @@ struct Convert: ParsableCommand {
     var lossy: [TensorExactness] = []
     for shard in plan.shards {
       do {
-        let r = try Converter.convert(shard, plan: plan, input: checkpoint.root, output: "", options: ConvertOptions(jobs: jobs, computeOnly: true))
+        let r = try Converter.convert(shard, plan: plan, input: checkpoint, output: "", options: ConvertOptions(jobs: jobs, computeOnly: true))
         lossy += r.tensors.filter { !$0.isExact }
       } catch {
         fail("\(error)")

@@ -44,8 +44,9 @@ struct Hash: ParsableCommand {
           let file = try SafeTensorsFile(path: path)
           file.mapping.adviseSequential()
           for t in file.tensors {
-            perTensor.append((t.name, t, file.withData(t) { Hashing.sha256($0) }))
-            file.mapping.release(file.fileRange(of: t))
+            let range = file.fileRange(of: t)
+            perTensor.append((t.name, t, try file.mapping.withPreparedBytes(range) { Hashing.sha256($0) }))
+            file.mapping.release(range)
             progress.add(t.byteCount)
           }
         }

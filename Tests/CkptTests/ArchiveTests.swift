@@ -1,5 +1,6 @@
 import Archive
 import Foundation
+import SafeTensors
 import StrictJSON
 import Testing
 import TestSupport
@@ -119,6 +120,116 @@ struct ArchiveTests {
     try expectFailure(Array(original[..<manifestAt]) + text + Array(original.suffix(16)), ["checksum-mismatch", shard, name])
     try writeFile(path, original)
     #expect(try runCkpt(["decompress", tmp.file("z"), tmp.file("out-ok")]).status == 0)
+
+    // The readers that open archives in place fail the same way, naming shard and tensor.
+    try writeFile(path, flipped)
+    let v = try runCkpt(["validate", tmp.file("z"), "--data"])
+    #expect(v.status == 1 && v.stdout.contains(shard) && v.stdout.contains(name) && v.stdout.contains("corrupt-archive"), "\(v.stdout)")
+    let c = try runCkpt(["convert", tmp.file("z"), tmp.file("conv"), "--to", "fp16"])
+    #expect(c.status == 1 && c.stderr.contains(shard) && c.stderr.contains(name), "\(c.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: tmp.file("conv/" + shard)))
+    let d = try runCkpt(["diff", tmp.file("bf16"), tmp.file("z")])
+    #expect(d.status == 1 && d.stderr.contains(shard) && d.stderr.contains(name), "\(d.stderr)")
+    try writeFile(path, Array(original.prefix(original.count - 100)))
+    let t = try runCkpt(["validate", tmp.file("z")])
+    #expect(t.status == 1 && t.stdout.contains(shard) && t.stdout.contains("truncated"), "\(t.stdout)")
+  }
+
+  @Test("inspect, validate, convert, diff and verify read .safetensors.zst shards in place, through the index or alone")
+  func transparent() throws {
+    let tmp = TemporaryDirectory("archive-read")
+    defer { tmp.remove() }
+    let src = TestPaths.fixture("kimi-k2-tiny")
+    #expect(try runCkpt(["compress", src, tmp.file("int4z")]).status == 0)
+    _ = try Self.bf16Archive(tmp)  // tmp/bf16 (from the original) and tmp/z (its archive)
+
+    // inspect: the same report as for the original, but for the path.
+    func inspect(_ p: String) throws -> JSONObject {
+      let r = try runCkpt(["inspect", p, "--json"])
+      #expect(r.status == 0, "\(r.stderr)")
+      var o = try #require(try JSONParser.parse(Array(r.stdout.utf8)).objectValue)
+      o["path"] = nil
+      return o
+    }
+    #expect(try inspect(tmp.file("int4z")) == inspect(src))
+
+    // validate: data scan and the original's checksums (of the restored shards).
+    let v = try runCkpt(["validate", tmp.file("int4z"), "--data", "--checksums", src + "/checksums.sha256", "--json"])
+    #expect(v.status == 0, "\(v.stdout)")
+
+    // convert: the same bytes as converting the original.
+    for target in ["bf16", "fp8-block"] {
+      #expect(try runCkpt(["convert", src, tmp.file("from-plain-\(target)"), "--to", target]).status == 0)
+      let r = try runCkpt(["convert", tmp.file("int4z"), tmp.file("from-zst-\(target)"), "--to", target])
+      #expect(r.status == 0, "\(r.stderr)")
+      #expect(try Self.digests(tmp.file("from-zst-\(target)")) == Self.digests(tmp.file("from-plain-\(target)")))
+    }
+
+    // requantize: the BF16 archive gives the INT4 that the plain BF16 folder gives.
+    #expect(try runCkpt(["requantize", tmp.file("bf16"), tmp.file("rq-plain"), "--to", "int4"]).status == 0)
+    let rq = try runCkpt(["requantize", tmp.file("z"), tmp.file("rq-zst"), "--to", "int4"])
+    #expect(rq.status == 0, "\(rq.stderr)")
+    #expect(try Self.digests(tmp.file("rq-zst")) == Self.digests(tmp.file("rq-plain")))
+
+    // diff: an archive against its original is identical everywhere; verify runs on two archives.
+    let d = try runCkpt(["diff", src, tmp.file("int4z"), "--json", "-"])
+    #expect(d.status == 0, "\(d.stderr)")
+    let summary = try JSONParser.parse(Array(d.stdout.utf8)).objectValue?["summary"]?.objectValue
+    #expect(summary?["items"]?.intValue == 67)
+    #expect(summary?["metrics"]?.objectValue?["identical_fraction"]?.doubleValue == 1)
+    let f = try runCkpt(["verify", tmp.file("int4z"), tmp.file("z"), "--samples", "4"])
+    #expect(f.status == 0, "\(f.stderr)")
+
+    // One archived shard alone, against the plain shard.
+    let shard = "model-00002-of-000003.safetensors"
+    let one = try runCkpt(["diff", tmp.file("z/" + shard + ".zst"), tmp.file("bf16/" + shard), "--json", "-"])
+    #expect(one.status == 0, "\(one.stderr)")
+    let oneSummary = try JSONParser.parse(Array(one.stdout.utf8)).objectValue?["summary"]?.objectValue
+    #expect(oneSummary?["metrics"]?.objectValue?["identical_fraction"]?.doubleValue == 1)
+    #expect(try runCkpt(["inspect", tmp.file("z/" + shard + ".zst")]).status == 0)
+    #expect(try runCkpt(["validate", tmp.file("z/" + shard + ".zst"), "--data"]).status == 0)
+
+    // A folder holding both a shard and its archive is ambiguous.
+    try FileManager.default.copyItem(atPath: src + "/" + shard, toPath: tmp.file("int4z/" + shard))
+    let both = try runCkpt(["validate", tmp.file("int4z")])
+    #expect(both.status == 1 && both.stdout.contains("ambiguous-shard"), "\(both.stdout)")
+  }
+
+  @Test("Reading one tensor decodes only its chunks: a damaged chunk elsewhere does not stop it, and released chunks decode again")
+  func selective() throws {
+    let tmp = TemporaryDirectory("archive-selective")
+    defer { tmp.remove() }
+    _ = try Self.bf16Archive(tmp)
+    ShardArchive.registerReader()
+    let shard = "model-00002-of-000003.safetensors"
+    let path = tmp.file("z/" + shard + ".zst")
+    var bytes = try readFile(path)
+    let (manifest, _) = try Self.manifest(path)
+    let entries = manifest["tensors"]?.arrayValue?.compactMap(\.objectValue) ?? []
+    let damaged = try #require(entries.first { $0["name"]?.stringValue?.contains("experts.1.up_proj") == true })
+    let frameValues = damaged["chunks"]?.arrayValue?.first?.objectValue?["frames"]?.arrayValue?.first?.arrayValue?.compactMap { $0.intValue }
+    let frame = try #require(frameValues)
+    bytes[frame[0] + frame[1] / 2] ^= 0x40
+    try writeFile(path, bytes)
+
+    let file = try SafeTensorsFile(path: path)
+    let plain = try SafeTensorsFile(path: tmp.file("bf16/" + shard))
+    #expect(file.mapping.isStored && file.mapping.count == plain.mapping.count)
+    #expect(file.header.tensors == plain.header.tensors)
+    let other = try file.info(try #require(entries.first { $0["name"]?.stringValue?.contains("experts.2.down_proj") == true }?["name"]?.stringValue))
+    let range = file.fileRange(of: other)
+    for _ in 0..<2 {  // the second time after a release, which drops the decoded pages
+      try file.mapping.prepare(range)
+      #expect(file.mapping.withBytes(range) { Array($0) } == plain.mapping.withBytes(range) { Array($0) })
+      file.mapping.release(range)
+    }
+    let bad = try file.info(try #require(damaged["name"]?.stringValue))
+    #expect {
+      try file.mapping.prepare(file.fileRange(of: bad))
+    } throws: { error in
+      guard let e = error as? SafeTensorsError else { return false }
+      return e.code == "corrupt-archive" && e.tensor == bad.name && e.file == path
+    }
   }
 
   @Test("Refusals: OUT inside IN, an invalid input, usage errors")
