@@ -74,11 +74,12 @@ let package = Package(
       dependencies: ["SafeTensors", "StrictJSON", "QuantKernels", "Zstd", "Conversion", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON", "Diff", "HDF5", "QuantKernels", "SafeTensors"], swiftSettings: swiftSettings),
+    .target(name: "Pipeline", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
     .executableTarget(
       name: "ckpt",
       dependencies: [
         "StrictJSON", "SafeTensors", "CompressedTensors", "Checkpoint", "Verification", "Conversion",
-        "Diff", "Archive", "Reports", "Zstd", "BLAS", "HDF5", "QuantKernels",
+        "Diff", "Archive", "Reports", "Zstd", "BLAS", "HDF5", "QuantKernels", "Pipeline",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: swiftSettings),
@@ -105,6 +106,7 @@ let package = Package(
       swiftSettings: swiftSettings),
     .testTarget(
       name: "StrictJSONTests", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
+    .testTarget(name: "PipelineTests", dependencies: ["Pipeline"], swiftSettings: swiftSettings),
     .testTarget(
       name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"],
       swiftSettings: swiftSettings),

@@ -15,7 +15,7 @@ struct Ckpt: ParsableCommand {
       Output is a table on a terminal; pass --json for stable machine-readable output.
       """,
     version: CheckpointKitVersion.string,
-    subcommands: [Inspect.self, Validate.self, Convert.self, Requantize.self, DiffCommand.self, VerifyCommand.self, Compress.self, Decompress.self, Hash.self, Bench.self])
+    subcommands: [Inspect.self, Validate.self, Convert.self, Requantize.self, DiffCommand.self, VerifyCommand.self, Compress.self, Decompress.self, Hash.self, Run.self, Bench.self])
 
   /// Every command reads `NAME.safetensors.zst` archives as the shards they restore.
   static func main() {

@@ -183,11 +183,13 @@ struct VerifyCommand: ParsableCommand {
   func validate() throws {
     guard paths.count == 2 else { throw ValidationError("expected two checkpoints, A and B") }
     guard samples >= 1, samples <= 1 << 20 else { throw ValidationError("--samples must be between 1 and 1048576") }
-    if let f = activations, !FileSystem.kind(of: f).exists { throw ValidationError("--activations \(f) does not exist") }
     try files.check()
   }
 
   func run() throws {
+    // Checked here rather than in validate(): `ckpt run` parses the options
+    // of every step before an earlier step has written this file.
+    if let f = activations, !FileSystem.kind(of: f).exists { throw ValidationError("--activations \(f) does not exist") }
     BLASSetup.preferAVX512Kernels()
     let start = now()
     let a = CompareSupport.catalog(paths[0], side: "A", command: "verify", json: files.quiet, jobs: files.jobs)

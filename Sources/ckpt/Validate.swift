@@ -35,12 +35,14 @@ struct Validate: ParsableCommand {
 
   func validate() throws {
     guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
-    if let checksums, FileSystem.fileSize(checksums) == nil {
-      throw ValidationError("--checksums: cannot read \(checksums)")
-    }
   }
 
   func run() throws {
+    // Checked here rather than in validate(): `ckpt run` parses the options
+    // of every step before an earlier step has written this file.
+    if let checksums, FileSystem.fileSize(checksums) == nil {
+      throw ValidationError("--checksums: cannot read \(checksums)")
+    }
     let checkpoint = try loadCheckpoint(path)
     var options = ValidationOptions(scanData: data, checksumsFile: checksums, jobs: jobs)
     options.skipTeardown = true
