@@ -50,3 +50,18 @@ for to in bf16 fp8-block; do
   echo "\$ ckpt verify $fixture $out/$to --top 5 --json $out/verify-$to.json --hdf5 $out/verify-$to.h5 --html $out/verify-$to.html"
   "$ckpt" verify "$fixture" "$out/$to" --top 5 --json "$out/verify-$to.json" --hdf5 "$out/verify-$to.h5" --html "$out/verify-$to.html"
 done
+
+# Pipelines and archives (issue 7): the two shipped pipelines, end to end on
+# the fixture, then an archive of it read in place. Their state files are
+# .demo/pipeline-*/.ckpt-run.*.json; rerunning with --resume skips finished steps.
+for p in fp8-verify fp16-roundtrip; do
+  echo
+  echo "\$ ckpt run Docs/pipelines/$p.yaml --set model=$fixture --set work=$out/pipeline/$p"
+  "$ckpt" run "Docs/pipelines/$p.yaml" --set model="$fixture" --set work="$out/pipeline/$p" >/dev/null
+  echo "\$ ckpt run Docs/pipelines/$p.yaml --set model=$fixture --set work=$out/pipeline/$p --resume"
+  "$ckpt" run "Docs/pipelines/$p.yaml" --set model="$fixture" --set work="$out/pipeline/$p" --resume
+done
+echo
+echo "\$ ckpt compress $fixture $out/zst && ckpt validate $out/zst --data --checksums $fixture/checksums.sha256"
+"$ckpt" compress "$fixture" "$out/zst"
+"$ckpt" validate "$out/zst" --data --checksums "$fixture/checksums.sha256"

@@ -289,7 +289,8 @@ public struct Pipeline: Sendable {
     } else if let first = outputs.first ?? steps.lazy.flatMap(\.writes).first {
       // Beside the first output: in its folder, named after the pipeline.
       let stem = baseName(file)
-      statePath = parentOf(first.absolute) + "/.ckpt-run." + stem + ".json"
+      let dir = parentOf(first.absolute)
+      statePath = (dir == "/" ? "" : dir) + "/.ckpt-run." + stem + ".json"
     } else {
       fail(stepsEntry.line, "the pipeline writes nothing, so there is nowhere to keep its state; add `state: PATH`")
     }
