@@ -82,12 +82,15 @@ public struct PipelineStep: Sendable {
 ///   model: Fixtures/kimi-k2-tiny
 ///   work: .pipeline/fp8
 /// steps:
-///   - validate: { path: ${model}, data: true }
+///   - validate: {path: "${model}", data: true}   # in flow style, quote ${…}
 ///   - convert:
 ///       input: ${model}
 ///       output: ${work}/fp8
 ///       to: fp8-block
-///   - verify: { a: ${model}, b: ${convert.output}, json: ${work}/verify.json }
+///   - verify:
+///       a: ${model}
+///       b: ${convert.output}                       # an earlier step's option
+///       json: ${work}/verify.json
 /// ```
 public struct Pipeline: Sendable {
   /// The pipeline file's path.

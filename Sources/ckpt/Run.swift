@@ -96,7 +96,7 @@ struct Run: ParsableCommand {
     do { text = String(decoding: try FileSystem.readAll(pipeline), as: UTF8.self) } catch {
       fail("\(pipeline): \(error.message)", status: 64)
     }
-    let directory = ConvertJobPaths.currentDirectory()
+    let directory = WorkingDirectory.path()
     let overrides = assignments.map { a -> (String, String) in
       let eq = a.firstIndex(of: "=")!
       return (String(a[..<eq]), String(a[a.index(after: eq)...]))
@@ -264,9 +264,9 @@ extension String {
   }
 }
 
-enum ConvertJobPaths {
+enum WorkingDirectory {
   /// The current folder, absolute.
-  static func currentDirectory() -> String {
+  static func path() -> String {
     guard let p = getcwd(nil, 0) else { return "." }
     defer { free(p) }
     return String(cString: p)
