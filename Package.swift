@@ -74,7 +74,7 @@ let package = Package(
       dependencies: ["SafeTensors", "StrictJSON", "QuantKernels", "Zstd", "Conversion", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings),
     .target(name: "Reports", dependencies: ["StrictJSON", "Diff", "HDF5", "QuantKernels", "SafeTensors"], swiftSettings: swiftSettings),
-    .target(name: "Pipeline", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
+    .target(name: "Pipeline", dependencies: ["StrictJSON", "SafeTensors"], swiftSettings: swiftSettings),
     .executableTarget(
       name: "ckpt",
       dependencies: [
@@ -106,7 +106,7 @@ let package = Package(
       swiftSettings: swiftSettings),
     .testTarget(
       name: "StrictJSONTests", dependencies: ["StrictJSON"], swiftSettings: swiftSettings),
-    .testTarget(name: "PipelineTests", dependencies: ["Pipeline"], swiftSettings: swiftSettings),
+    .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "TestSupport"], swiftSettings: swiftSettings),
     .testTarget(
       name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"],
       swiftSettings: swiftSettings),

@@ -431,16 +431,17 @@ extension ConversionPlan {
     guard t.shape == [2], t.dtype == .i64 || t.dtype == .i32 else {
       throw ConversionError("bad-weight-shape", file: shard, tensor: t.name, "expected 2 values of I64 or I32, found \(t.dtype) \(t.shape)")
     }
-    let range = file.fileRange(of: t)
-    do { try file.mapping.prepare(range) } catch { throw ConversionError(unreadable: error, shard: shard, tensor: t.name) }
-    defer { file.mapping.release(range) }
-    let values: [Int] = file.mapping.withBytes(range) { raw in
-      let base = 0
-      return (0..<2).map { i in
-        t.dtype == .i64
-          ? Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8 * i, as: Int64.self)))
-          : Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4 * i, as: Int32.self)))
+    let values: [Int]
+    do {
+      values = try file.mapping.withPreparedBytes(file.fileRange(of: t)) { raw in
+        (0..<2).map { i in
+          t.dtype == .i64
+            ? Int(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
+            : Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
+        }
       }
+    } catch {
+      throw ConversionError(unreadable: error, shard: shard, tensor: t.name)
     }
     guard values.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else {
       throw ConversionError("bad-weight-shape", file: shard, tensor: t.name, "values \(values) are not a plausible [out, in]")

@@ -449,12 +449,7 @@ public enum Converter {
     let zp = try m.zeroPoint.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
     let gi = try m.groupIndex.map { (n) throws(ConversionError) in try tensorInfo(n, file, shard) }
     let ranges = [packed, scale].map { file.fileRange(of: $0) } + [zp, gi].compactMap { $0.map { file.fileRange(of: $0) } }
-    for (k, r) in ranges.enumerated() {
-      do { try file.mapping.prepare(r) } catch {
-        for done in ranges[..<k] { file.mapping.release(done) }
-        throw ConversionError(unreadable: error, shard: shard, tensor: m.packed)
-      }
-    }
+    do { try file.mapping.prepare(all: ranges) } catch { throw ConversionError(unreadable: error, shard: shard, tensor: m.packed) }
     defer { for r in ranges { file.mapping.release(r) } }
     return try file.mapping.withBytes(0..<file.mapping.count) { (raw) throws(ConversionError) -> Int4DequantizeCounts in
       let p = UnsafeRawBufferPointer(rebasing: raw[file.fileRange(of: packed)])

@@ -388,12 +388,13 @@ public enum RuleSampler {
         let (rows, columns) = (t.shape[0], t.shape[1] * 8)
         let g = columns / scale.shape[1]
         var codes = [Int8](repeating: 0, count: rows * columns)
-        let range = file.fileRange(of: t)
-        do { try file.mapping.prepare(range) } catch { throw ConversionError(unreadable: error, shard: name, tensor: t.name) }
-        file.mapping.withBytes(range) { raw in
-          codes.withUnsafeMutableBufferPointer { Int4Packing.unpack(raw, rows: rows, columns: columns, into: $0) }
+        do {
+          try file.mapping.withPreparedBytes(file.fileRange(of: t)) { raw in
+            codes.withUnsafeMutableBufferPointer { Int4Packing.unpack(raw, rows: rows, columns: columns, into: $0) }
+          }
+        } catch {
+          throw ConversionError(unreadable: error, shard: name, tensor: t.name)
         }
-        file.mapping.release(range)
         for gi in 0..<(rows * columns / g) {
           var k = 0
           var minus8 = false

@@ -313,12 +313,6 @@ extension ForwardVerify {
       return sum + ((try? TensorReader(p.a, file: a.files[p.a.shard]!, prepare: false).storedBytes) ?? 0)
         + ((try? TensorReader(p.b, file: b.files[p.b.shard]!, prepare: false).storedBytes) ?? 0)
     })
-    // Norm weights and router biases are read where they are used, where a
-    // damaged one would look absent: read each once now, so damage fails the run.
-    for p in vectors.values {
-      try TensorReader(p.a, file: a.files[p.a.shard]!).release()
-      try TensorReader(p.b, file: b.files[p.b.shard]!).release()
-    }
 
     var done = Set<String>()
     var layers: [Int?] = []
@@ -439,19 +433,21 @@ struct PassState {
   }
 
   /// A's vector `key` (a norm weight, a router bias), if present with `width` values.
-  func vector(_ key: String?, width: Int, side: Int = 0) -> [Float]? {
+  ///
+  /// - Throws: When it is present but cannot be read (a damaged archive chunk).
+  func vector(_ key: String?, width: Int, side: Int = 0) throws(DiffError) -> [Float]? {
     guard let key, let p = vectors[key], p.a.elementCount == width else { return nil }
     let t = side == 0 ? p.a : p.b
-    guard let r = try? TensorReader(t, file: (side == 0 ? a : b).files[t.shard]!) else { return nil }
+    let r = try TensorReader(t, file: (side == 0 ? a : b).files[t.shard]!)
     defer { r.release() }
     return r.decodeAll()
   }
 
   /// The input of `module` (see ``ForwardVerify/run(a:b:options:)``).
-  func input(_ module: String, width: Int) -> (x: [Float], tokens: Int) {
+  func input(_ module: String, width: Int) throws(DiffError) -> (x: [Float], tokens: Int) {
     if let e = source.exact(module, width: width) { return e }
     let base = source.base(width: width, layer: DeepSeekV3Modules.layerIndex(of: module))
-    let w = vector(ForwardVerify.normKey(of: module), width: width)
+    let w = try vector(ForwardVerify.normKey(of: module), width: width)
     return (ForwardVerify.rmsNorm(base.x, width: width, weight: w, eps: eps), base.tokens)
   }
 
@@ -485,7 +481,7 @@ struct PassState {
 
   /// One Linear on its own input.
   mutating func single(_ module: String, _ p: TensorPair) throws(DiffError) {
-    let (x, tokens) = input(module, width: p.a.columns)
+    let (x, tokens) = try input(module, width: p.a.columns)
     _ = try linear(module, p, x: x, tokens: tokens)
   }
 
@@ -495,7 +491,8 @@ struct PassState {
     let gate = linears[u + ".gate_proj"]!
     let up = linears[u + ".up_proj"]!
     let down = linears[u + ".down_proj"]!
-    let (x, tokens) = given ?? input(u + ".gate_proj", width: gate.a.columns)
+    let (x, tokens): (x: [Float], tokens: Int)
+    if let given { (x, tokens) = given } else { (x, tokens) = try input(u + ".gate_proj", width: gate.a.columns) }
     guard up.a.columns == gate.a.columns, down.a.columns == gate.a.rows, up.a.rows == gate.a.rows else {
       throw DiffError("bad-shape", tensor: u, "gate \(gate.a.shape), up \(up.a.shape) and down \(down.a.shape) do not form an MLP")
     }
@@ -519,11 +516,11 @@ struct PassState {
     guard router.a.rows == config.experts else {
       throw DiffError("bad-shape", tensor: router.a.key, "router has \(router.a.rows) rows, config n_routed_experts is \(config.experts)")
     }
-    let (x, tokens) = input(router.a.module!, width: hidden)
+    let (x, tokens) = try input(router.a.module!, width: hidden)
     let (la, lb, _) = try linear(router.a.module!, router, x: x, tokens: tokens)
     let biasKey = "model.layers.\(layer).mlp.gate.e_score_correction_bias"
-    let ra = ForwardVerify.route(logits: la, tokens: tokens, bias: vector(biasKey, width: config.experts, side: 0), config: config)
-    let rb = ForwardVerify.route(logits: lb, tokens: tokens, bias: vector(biasKey, width: config.experts, side: 1), config: config)
+    let ra = ForwardVerify.route(logits: la, tokens: tokens, bias: try vector(biasKey, width: config.experts, side: 0), config: config)
+    let rb = ForwardVerify.route(logits: lb, tokens: tokens, bias: try vector(biasKey, width: config.experts, side: 1), config: config)
     var ya = [Float](repeating: 0, count: tokens * hidden)
     var yb = ya
     var tolerance = Tolerance.relative(reference: router.a.encoding, candidate: router.b.encoding)

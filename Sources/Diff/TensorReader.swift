@@ -46,12 +46,9 @@ public struct TensorReader: @unchecked Sendable {
   /// shard this decodes (and checks) the chunks that hold them; on a plain
   /// file it does nothing.
   public func prepare() throws(DiffError) {
-    let names = tensor.storedNames
-    for (k, n) in names.enumerated() {
-      do { try file.mapping.prepare(ranges[n]!) } catch {
-        for done in names[..<k] { file.mapping.release(ranges[done]!) }
-        throw DiffError(unreadable: error, shard: tensor.shard, tensor: n)
-      }
+    // A damaged archive chunk names its own tensor; the fallback is the first stored part.
+    do { try file.mapping.prepare(all: tensor.storedNames.map { ranges[$0]! }) } catch {
+      throw DiffError(unreadable: error, shard: tensor.shard, tensor: tensor.storedNames[0])
     }
   }
 

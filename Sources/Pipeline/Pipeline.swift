@@ -1,3 +1,9 @@
+import SafeTensors
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What a pipeline step kind reads and writes, so that a pipeline can be
 /// checked before anything runs. The options themselves are the
 /// subcommand's own (the runner parses them with the subcommand's definition).
@@ -51,7 +57,7 @@ public struct PathUse: Sendable, Equatable {
   public var key: String
   /// The path as written (variables substituted).
   public var path: String
-  /// Absolute and lexically normalized (symbolic links of existing parents resolved).
+  /// Absolute and normalized, symbolic links resolved (``resolvedPath(_:_:)``).
   public var absolute: String
   public var line: Int
 }
@@ -167,7 +173,7 @@ public struct Pipeline: Sendable {
         }
         variables[v.key] = value
         if section != "variables" {
-          let use = PathUse(key: v.key, path: value, absolute: absolutePath(value, directory), line: v.line)
+          let use = PathUse(key: v.key, path: value, absolute: resolvedPath(value, directory), line: v.line)
           if section == "inputs" { inputs.append(use) } else { outputs.append(use) }
         }
       }
@@ -268,7 +274,7 @@ public struct Pipeline: Sendable {
       func uses(_ keys: Set<String>) -> [PathUse] {
         options.filter { keys.contains($0.key) }.flatMap { o in
           o.values.filter { $0 != "-" && $0 != "true" && $0 != "false" }.map {
-            PathUse(key: o.key, path: $0, absolute: absolutePath($0, directory), line: o.line)
+            PathUse(key: o.key, path: $0, absolute: resolvedPath($0, directory), line: o.line)
           }
         }
       }
@@ -283,7 +289,7 @@ public struct Pipeline: Sendable {
     if let s = root.entry("state") {
       if let v = s.value.string {
         switch substitute(v, stepVariables) {
-        case .success(let r): statePath = absolutePath(r, directory)
+        case .success(let r): statePath = resolvedPath(r, directory)
         case .failure(let m): fail(s.line, m.description)
         }
       } else {
@@ -291,8 +297,9 @@ public struct Pipeline: Sendable {
       }
     } else if let first = outputs.first ?? steps.lazy.flatMap(\.writes).first {
       // Beside the first output: in its folder, named after the pipeline.
-      let stem = baseName(file)
-      let dir = parentOf(first.absolute)
+      var stem = FileSystem.split(file).name
+      if let ext = [".yaml", ".yml", ".json"].first(where: { stem.hasSuffix($0) }) { stem = String(stem.dropLast(ext.count)) }
+      let dir = FileSystem.split(first.absolute).directory
       statePath = (dir == "/" ? "" : dir) + "/.ckpt-run." + stem + ".json"
     } else {
       fail(stepsEntry.line, "the pipeline writes nothing, so there is nowhere to keep its state; add `state: PATH`")
@@ -392,18 +399,24 @@ public func isSameOrInside(_ a: String, _ b: String) -> Bool {
   a == b || a.hasPrefix(b == "/" ? "/" : b + "/")
 }
 
-func parentOf(_ path: String) -> String {
-  guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
-  return String(path[..<slash])
-}
-
-func baseName(_ path: String) -> String {
-  var name = path.split(separator: "/").last.map(String.init) ?? path
-  for ext in [".yaml", ".yml", ".json"] where name.hasSuffix(ext) {
-    name = String(name.dropLast(ext.count))
-    break
+/// `path` made absolute and normalized (``absolutePath(_:_:)``), with symbolic
+/// links resolved in its longest existing part, so that a path reached
+/// through a link compares equal to the real one.
+public func resolvedPath(_ path: String, _ directory: String) -> String {
+  let lexical = absolutePath(path, directory)
+  var head = lexical
+  var tail: [String] = []
+  while head != "/" {
+    if let p = realpath(head, nil) {
+      defer { free(p) }
+      let real = String(cString: p)
+      return tail.isEmpty ? real : (real == "/" ? "" : real) + "/" + tail.reversed().joined(separator: "/")
+    }
+    let (dir, name) = FileSystem.split(head)
+    tail.append(name)
+    head = dir
   }
-  return name
+  return lexical
 }
 
 extension Pipeline {

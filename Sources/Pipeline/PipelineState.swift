@@ -1,3 +1,4 @@
+import SafeTensors
 import StrictJSON
 
 #if canImport(Glibc)
@@ -30,16 +31,8 @@ public struct FileSignature: Sendable, Equatable {
         inode: Int(st.st_ino)))
       return
     }
-    guard (st.st_mode & S_IFMT) == S_IFDIR, depth < 8, let dir = opendir(path) else { return }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let e = readdir(dir) {
-      let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-      }
-      if !name.hasPrefix(".") { names.append(name) }
-    }
-    for n in names { collect(path + "/" + n, depth: depth + 1, into: &out) }
+    guard (st.st_mode & S_IFMT) == S_IFDIR, depth < 8, let names = try? FileSystem.listDirectory(path) else { return }
+    for n in names where !n.hasPrefix(".") { collect(path + "/" + n, depth: depth + 1, into: &out) }
   }
 
   var json: JSONValue {

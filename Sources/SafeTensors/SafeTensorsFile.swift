@@ -91,6 +91,17 @@ public final class MappedFile: @unchecked Sendable {
     try source.materialize(range, into: UnsafeMutableRawPointer(mutating: base))
   }
 
+  /// Prepares every range, or none: when one fails, those prepared before it
+  /// are released and the error is rethrown.
+  public func prepare(all ranges: [Range<Int>]) throws(SafeTensorsError) {
+    for (k, r) in ranges.enumerated() {
+      do { try prepare(r) } catch {
+        for done in ranges[..<k] { release(done) }
+        throw error
+      }
+    }
+  }
+
   /// Calls `body` with the bytes in `range`.
   ///
   /// - Precondition: `range` lies within the file.
@@ -104,11 +115,13 @@ public final class MappedFile: @unchecked Sendable {
     return try body(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
   }
 
-  /// Prepares `range`, then calls `body` with its bytes.
+  /// Reads `range` once: prepares it, calls `body` with its bytes, then
+  /// releases it.
   public func withPreparedBytes<R>(
     _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> R
   ) throws(SafeTensorsError) -> R {
     try prepare(range)
+    defer { release(range) }
     return withBytes(range, body)
   }
 
@@ -195,8 +208,6 @@ public final class SafeTensorsFile: Sendable {
   /// Copies the raw bytes of the tensor named `name`.
   public func bytes(of name: String) throws(SafeTensorsError) -> [UInt8] {
     let t = try info(name)
-    let range = fileRange(of: t)
-    defer { mapping.release(range) }
-    return try mapping.withPreparedBytes(range) { Array($0) }
+    return try mapping.withPreparedBytes(fileRange(of: t)) { Array($0) }
   }
 }

@@ -97,9 +97,7 @@ public struct SafeTensorsHeader: Sendable {
       // A stored form: its header is read through the source (the archive keeps it verbatim).
       let m = try MappedFile(path: path)
       let (header, kinds) = try validate(fileSize: m.count) { (range) throws(SafeTensorsError) in
-        let bytes = try m.withPreparedBytes(range) { Array($0) }
-        m.release(range)
-        return bytes
+        try m.withPreparedBytes(range) { Array($0) }
       }
       return (header, kinds.map { SafeTensorsError(file: path, kind: $0) })
     }

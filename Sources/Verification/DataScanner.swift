@@ -70,11 +70,9 @@ enum DataScanner {
         continue
       }
       for t in s.header.tensors where t.name.hasSuffix(".weight_shape") && t.shape == [2] && (t.dtype == .i32 || t.dtype == .i64) {
-        let r = range(s.header, t, 0..<2)
         // A damaged archive chunk is reported by the scan item of that tensor.
-        guard (try? map.prepare(r)) != nil else { continue }
-        shapes[String(t.name.dropLast(".weight_shape".count))] = map.withBytes(r) { decodeWeightShape($0, t.dtype) }
-        map.release(r)
+        guard let v = try? map.withPreparedBytes(range(s.header, t, 0..<2), { decodeWeightShape($0, t.dtype) }) else { continue }
+        shapes[String(t.name.dropLast(".weight_shape".count))] = v
       }
       weightShapes.append(shapes)
       for (ti, t) in s.header.tensors.enumerated() {

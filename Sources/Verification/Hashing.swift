@@ -18,7 +18,6 @@ public enum Hashing {
       while offset < m.count {
         let r = offset..<min(m.count, offset + (32 << 20))
         try m.withPreparedBytes(r) { hasher.update(bufferPointer: $0) }
-        m.release(r)
         offset = r.upperBound
         progress?(r.count)
       }

@@ -378,15 +378,15 @@ struct ValidationRun {
     }
   }
 
-  func weightShapeValues(_ t: Located) -> [Int]? {
+  /// The values of a `weight_shape` tensor; `nil` when it is not I32/I64 of shape [2].
+  ///
+  /// - Throws: When its bytes cannot be read (a damaged archive chunk).
+  func weightShapeValues(_ t: Located) throws(SafeTensorsError) -> [Int]? {
     guard t.info.shape == [2], t.info.dtype == .i32 || t.info.dtype == .i64 else { return nil }
     guard let map = mapping(t.shard) else { return nil }
     let header = headers[t.shard]!
     let range = (header.dataStart + t.info.begin)..<(header.dataStart + t.info.end)
-    // A damaged archive chunk is reported by the data scan and the checksums.
-    guard (try? map.prepare(range)) != nil else { return nil }
-    defer { map.release(range) }
-    return map.withBytes(range) { DataScanner.decodeWeightShape($0, t.info.dtype) }
+    return try map.withPreparedBytes(range) { DataScanner.decodeWeightShape($0, t.info.dtype) }
   }
 
   func mapping(_ shard: String) -> MappedFile? { mappings[shard] }
@@ -433,10 +433,14 @@ struct ValidationRun {
     }
     var dims: [Int]? = nil
     if let st = shapeT {
-      if let v = weightShapeValues(st), v.allSatisfy({ $0 > 0 && $0 <= 1 << 40 }) {
-        dims = v
-      } else {
-        sink.report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape must be I32 or I64 of shape [2] holding [out, in] > 0; found \(st.info.dtype) \(st.info.shape)")
+      do throws(SafeTensorsError) {
+        if let v = try weightShapeValues(st), v.allSatisfy({ $0 > 0 && $0 <= 1 << 40 }) {
+          dims = v
+        } else {
+          sink.report("bad-weight-shape", st.shard, name("weight_shape"), "weight_shape must be I32 or I64 of shape [2] holding [out, in] > 0; found \(st.info.dtype) \(st.info.shape)")
+        }
+      } catch {
+        sink.report(error.code, st.shard, error.tensor ?? st.info.name, error.message)
       }
     }
     func expectedScale(_ out: Int, _ inF: Int) -> [Int] {
@@ -545,8 +549,12 @@ struct ValidationRun {
           sink.report("bad-shape", w.shard, n + ".weight", "shape \(w.info.shape), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
         }
       } else if let st = tensors[n + ".weight_shape"] {
-        if let v = weightShapeValues(st), v != [linear.outFeatures, linear.inFeatures] {
-          sink.report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+        do throws(SafeTensorsError) {
+          if let v = try weightShapeValues(st), v != [linear.outFeatures, linear.inFeatures] {
+            sink.report("bad-shape", st.shard, n + ".weight_shape", "weight_shape holds \(v), but config.json implies [\(linear.outFeatures), \(linear.inFeatures)]")
+          }
+        } catch {
+          sink.report(error.code, st.shard, error.tensor ?? st.info.name, error.message)
         }
       } else if tensors[n + ".weight_packed"] == nil && tensors[n + ".weight_scale"] == nil {
         let expectedName = n + (quantizedExpected ? ".weight_packed" : ".weight")
@@ -647,7 +655,6 @@ struct ValidationRun {
                 report(error.code, name, t.name, error.message)
                 continue
               }
-              map.release(range)
               if got != want {
                 report("tensor-checksum-mismatch", name, t.name, "tensor \"\(t.name)\" SHA-256 is \(got), expected \(want)")
               }

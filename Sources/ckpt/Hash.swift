@@ -44,9 +44,7 @@ struct Hash: ParsableCommand {
           let file = try SafeTensorsFile(path: path)
           file.mapping.adviseSequential()
           for t in file.tensors {
-            let range = file.fileRange(of: t)
-            perTensor.append((t.name, t, try file.mapping.withPreparedBytes(range) { Hashing.sha256($0) }))
-            file.mapping.release(range)
+            perTensor.append((t.name, t, try file.mapping.withPreparedBytes(file.fileRange(of: t)) { Hashing.sha256($0) }))
             progress.add(t.byteCount)
           }
         }

@@ -158,7 +158,7 @@ struct Run: ParsableCommand {
       }
       say("[\(s.index + 1)/\(total)] \(s.name): ckpt \(s.kind) \(shellQuoted(arguments))")
       // The folders outputs go into (not the outputs: each step creates those).
-      for w in s.writes { makeDirectories(FileSystem.split(w.absolute).directory) }
+      for w in s.writes { makeDirectory(FileSystem.split(w.absolute).directory) }
       let inputs = plan.inputSignatures(s)
       let t0 = now()
       let result = ChildProcess.run([s.kind] + arguments, captureOutput: output.json)
@@ -208,18 +208,13 @@ struct Run: ParsableCommand {
     exitFlushing(64)
   }
 
-  /// `mkdir -p` of an absolute path.
-  func makeDirectories(_ dir: String) {
-    var path = ""
-    for part in dir.split(separator: "/") {
-      path += "/" + part
-      if FileSystem.kind(of: path).exists { continue }
-      do { try FileSystem.createDirectory(path) } catch { fail("cannot create the folder \(path): \(error.message)", status: 1) }
-    }
+  /// `mkdir -p`, failing the run when it cannot.
+  func makeDirectory(_ dir: String) {
+    do { try FileSystem.createDirectory(dir) } catch { fail("cannot create the folder \(dir): \(error.message)", status: 1) }
   }
 
   func saveState(_ state: PipelineState, to path: String) {
-    makeDirectories(FileSystem.split(path).directory)
+    makeDirectory(FileSystem.split(path).directory)
     do { try FileSystem.writeAtomically(state.encoded(), to: path) } catch {
       fail("cannot write the state file \(path): \(error.message)", status: 1)
     }
@@ -254,14 +249,9 @@ extension StepKind {
 /// Arguments as a shell would need them quoted, for display.
 func shellQuoted(_ args: [String]) -> String {
   args.map { a in
-    a.isEmpty || a.contains(where: { " \t\n'\"$`\\*?[]{}()<>|&;#~".contains($0) }) ? "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'" : a
+    a.isEmpty || a.contains(where: { " \t\n'\"$`\\*?[]{}()<>|&;#~".contains($0) })
+      ? "'" + a.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" : a
   }.joined(separator: " ")
-}
-
-extension String {
-  fileprivate func replacingOccurrences(of a: String, with b: String) -> String {
-    split(separator: Character(a), omittingEmptySubsequences: false).joined(separator: b)
-  }
 }
 
 enum WorkingDirectory {

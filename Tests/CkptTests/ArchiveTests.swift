@@ -82,6 +82,15 @@ struct ArchiveTests {
     return (try #require(manifest), at)
   }
 
+  /// The manifest entry of the first tensor whose name matches, and its first chunk's first frame (offset, length).
+  static func firstFrame(_ path: String, _ matches: (String) -> Bool) throws -> (tensor: JSONObject, name: String, chunk: JSONObject, frame: [Int]) {
+    let (manifest, _) = try manifest(path)
+    let tensor = try #require(manifest["tensors"]?.arrayValue?.compactMap(\.objectValue).first { $0["name"]?.stringValue.map(matches) == true })
+    let chunk = try #require(tensor["chunks"]?.arrayValue?.first?.objectValue)
+    let values = chunk["frames"]?.arrayValue?.first?.arrayValue?.compactMap { $0.intValue }
+    return (tensor, try #require(tensor["name"]?.stringValue), chunk, try #require(values))
+  }
+
   @Test("Damaged archives: truncated, a flipped byte in a frame, a wrong checksum; exit 1 naming shard and tensor, nothing left behind")
   func damaged() throws {
     let tmp = TemporaryDirectory("archive-damage")
@@ -90,12 +99,8 @@ struct ArchiveTests {
     let shard = "model-00002-of-000003.safetensors"
     let path = tmp.file("z/" + shard + ".zst")
     let original = try readFile(path)
-    let (manifest, manifestAt) = try Self.manifest(path)
-    let tensor = try #require(manifest["tensors"]?.arrayValue?.compactMap(\.objectValue).first { $0["name"]?.stringValue?.contains("experts.1.up_proj") == true })
-    let name = try #require(tensor["name"]?.stringValue)
-    let chunk = try #require(tensor["chunks"]?.arrayValue?.first?.objectValue)
-    let frameValues = chunk["frames"]?.arrayValue?.first?.arrayValue?.compactMap { $0.intValue }
-    let frame = try #require(frameValues)
+    let (_, manifestAt) = try Self.manifest(path)
+    let (_, name, chunk, frame) = try Self.firstFrame(path) { $0.contains("experts.1.up_proj") }
 
     func expectFailure(_ bytes: [UInt8], _ needles: [String]) throws {
       try writeFile(path, bytes)
@@ -133,6 +138,24 @@ struct ArchiveTests {
     try writeFile(path, Array(original.prefix(original.count - 100)))
     let t = try runCkpt(["validate", tmp.file("z")])
     #expect(t.status == 1 && t.stdout.contains(shard) && t.stdout.contains("truncated"), "\(t.stdout)")
+  }
+
+  @Test("A damaged weight_shape chunk fails a header-only validate as corrupt-archive, naming the tensor (not as a bad shape)")
+  func damagedWeightShape() throws {
+    let tmp = TemporaryDirectory("archive-shape")
+    defer { tmp.remove() }
+    #expect(try runCkpt(["compress", TestPaths.fixture("kimi-k2-tiny"), tmp.file("z")]).status == 0)
+    let shard = "model-00002-of-000003.safetensors"
+    let path = tmp.file("z/" + shard + ".zst")
+    var bytes = try readFile(path)
+    let (_, name, _, frame) = try Self.firstFrame(path) { $0.hasSuffix(".weight_shape") }
+    bytes[frame[0] + frame[1] - 1] ^= 0x40  // inside the frame's checksum
+    try writeFile(path, bytes)
+    let v = try runCkpt(["validate", tmp.file("z"), "--json"])
+    #expect(v.status == 1)
+    let problems = try JSONParser.parse(Array(v.stdout.utf8)).objectValue?["problems"]?.arrayValue?.compactMap(\.objectValue) ?? []
+    #expect(problems.contains { $0["code"]?.stringValue == "corrupt-archive" && $0["tensor"]?.stringValue == name && $0["file"]?.stringValue == shard }, "\(v.stdout)")
+    #expect(!problems.contains { $0["code"]?.stringValue == "bad-weight-shape" }, "\(v.stdout)")
   }
 
   @Test("inspect, validate, convert, diff and verify read .safetensors.zst shards in place, through the index or alone")
@@ -206,9 +229,7 @@ struct ArchiveTests {
     var bytes = try readFile(path)
     let (manifest, _) = try Self.manifest(path)
     let entries = manifest["tensors"]?.arrayValue?.compactMap(\.objectValue) ?? []
-    let damaged = try #require(entries.first { $0["name"]?.stringValue?.contains("experts.1.up_proj") == true })
-    let frameValues = damaged["chunks"]?.arrayValue?.first?.objectValue?["frames"]?.arrayValue?.first?.arrayValue?.compactMap { $0.intValue }
-    let frame = try #require(frameValues)
+    let (damaged, _, _, frame) = try Self.firstFrame(path) { $0.contains("experts.1.up_proj") }
     bytes[frame[0] + frame[1] / 2] ^= 0x40
     try writeFile(path, bytes)
 

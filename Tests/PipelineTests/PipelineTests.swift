@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Pipeline
@@ -24,6 +25,20 @@ struct PipelineModelTests {
     #expect(absolutePath("a/./b/../c//d", "/w") == "/w/a/c/d")
     #expect(absolutePath("/x/../../y", "/w") == "/y")
     #expect(isSameOrInside("/a/b", "/a") && isSameOrInside("/a", "/a") && !isSameOrInside("/ab", "/a"))
+  }
+
+  @Test("A path through a symbolic link resolves to the real one, so an output inside an input is found through it")
+  func links() throws {
+    let root = NSTemporaryDirectory() + "/pipeline-links-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    try FileManager.default.createDirectory(atPath: root + "/real", withIntermediateDirectories: true)
+    try FileManager.default.createSymbolicLink(atPath: root + "/link", withDestinationPath: root + "/real")
+    let real = resolvedPath(root + "/real", "/")
+    #expect(resolvedPath(root + "/link/new/out", "/") == real + "/new/out")
+    let text = "steps:\n  - convert: {input: \"\(root)/real\", output: \"\(root)/link/out\"}\n"
+    let p = try Pipeline.load(file: "p.yaml", text: text, kinds: Self.kinds, directory: "/")
+    let problems = p.check(exists: { FileManager.default.fileExists(atPath: $0) }, parse: { _ in nil })
+    #expect(problems.map(\.line) == [2] && problems[0].message.contains("output-inside-input"), "\(problems)")
   }
 
   @Test("Arguments: positionals last in the subcommand's order, flags for true, repeated options for lists")

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 
 @testable import Pipeline
 
@@ -28,17 +29,9 @@ private func parseError(_ text: String) -> PipelineTextError? {
   }
 }
 
-/// A small deterministic generator for the fuzz tests.
-private struct SplitMix64 {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-  mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+extension SeededRandom {
+  /// A value in `0..<n` for the fuzz tests.
+  fileprivate mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
 
 private let samplePipeline = """
@@ -555,7 +548,7 @@ struct PipelineFuzzTests {
 
   @Test("Random byte mutations of valid documents parse or throw")
   func mutations() {
-    var rng = SplitMix64(state: 0x5EED)
+    var rng = SeededRandom(seed: 0x5EED)
     let interesting = Array(" \t\n\r:-#'\"[]{},\\&*!|>?%@`~.u0".utf8) + [0x00, 0x80, 0xC3, 0xFF]
     var accepted = 0
     for document in [samplePipeline, sampleJSON] {
@@ -581,7 +574,7 @@ struct PipelineFuzzTests {
 
   @Test("Short random texts over the indicator alphabet parse or throw")
   func randomTexts() {
-    var rng = SplitMix64(state: 42)
+    var rng = SeededRandom(seed: 42)
     let alphabet = Array(" \n:-#'\"[]{},\\ab1~".utf8)
     for _ in 0..<3000 {
       let bytes = (0..<rng.below(24)).map { _ in alphabet[rng.below(alphabet.count)] }
